@@ -26,11 +26,12 @@ def loads(data: bytes | str) -> Any:
     return _decoder.decode(data.decode("utf-8") if isinstance(data, bytes) else data)
 
 
-def _default(obj: Any) -> Any:
+def dumps_default(obj: Any) -> Any:
+    """orjson ``default`` hook: decimals verbatim."""
     if isinstance(obj, Decimal):
         return orjson.Fragment(str(obj))
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def dumps(obj: Any, *, pretty: bool = False) -> bytes:
-    return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 if pretty else 0)
+    return orjson.dumps(obj, default=dumps_default, option=orjson.OPT_INDENT_2 if pretty else 0)

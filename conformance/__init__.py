@@ -1,0 +1,1 @@
+"""Conformance: the CapabilityStatement generated from what is implemented, and self-checks."""

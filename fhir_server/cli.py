@@ -1,0 +1,102 @@
+"""The ``aegis`` command: ``serve`` runs the server, ``load`` imports FHIR files into the store.
+
+Every option can also be set by an ``AEGIS_*`` environment variable (see :class:`fhir_server.settings.Settings`);
+a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fhir_server.settings import Settings
+
+app = typer.Typer(help="Aegis, a FHIR R4 (4.0.1) server.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+
+def _help(name: str) -> str:
+    field = Settings.model_fields[name]
+    return f"{field.description} [env: AEGIS_{name.upper()}; default: {field.default}]"
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help=_help("host"))] = None,
+    port: Annotated[Optional[int], typer.Option(help=_help("port"))] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help=_help("data_dir"))] = None,
+    store: Annotated[Optional[str], typer.Option(help=_help("store"))] = None,
+    base_url: Annotated[Optional[str], typer.Option(help=_help("base_url"))] = None,
+    demo: Annotated[Optional[bool], typer.Option("--demo", help=_help("demo"))] = None,
+    max_body_bytes: Annotated[Optional[int], typer.Option(help=_help("max_body_bytes"))] = None,
+    page_size: Annotated[Optional[int], typer.Option(help=_help("page_size"))] = None,
+    max_page_size: Annotated[Optional[int], typer.Option(help=_help("max_page_size"))] = None,
+    sqlite_synchronous: Annotated[Optional[str], typer.Option(help=_help("sqlite_synchronous"))] = None,
+    log_level: Annotated[Optional[str], typer.Option(help=_help("log_level"))] = None,
+) -> None:
+    """Serve the FHIR API at http://HOST:PORT/fhir."""
+    import uvicorn
+
+    from fhir_server.app import AegisApp
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo,
+                         max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
+                         sqlite_synchronous=sqlite_synchronous, log_level=log_level)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    aegis = AegisApp(settings)
+    if settings.demo:
+        from fhir_server.demo_load import load_demo_if_empty
+
+        aegis.on_startup.append(load_demo_if_empty)
+    console.print(f"Aegis serving FHIR R4 at [bold]http://{settings.host}:{settings.port}/fhir[/bold] "
+                  f"(store: {settings.store_url()})")
+    uvicorn.run(aegis, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                access_log=False, loop="uvloop", http="httptools", lifespan="on")
+
+
+@app.command()
+def load(
+    paths: Annotated[list[Path], typer.Argument(help="FHIR JSON, NDJSON or Bundle files, or directories of them.",
+                                                exists=True)],
+    data_dir: Annotated[Optional[Path], typer.Option(help=_help("data_dir"))] = None,
+    store: Annotated[Optional[str], typer.Option(help=_help("store"))] = None,
+) -> None:
+    """Load FHIR resources into the store (the server may be running)."""
+    from fhir_server.interactions.common import Services
+    from fhir_server.loader import files_under, load_files
+    from fhir_server.storage import open_store_from_url
+
+    settings = _settings(data_dir=data_dir, store=store)
+    files = files_under(paths)
+
+    async def run() -> int:
+        db = open_store_from_url(settings.store_url(), synchronous=settings.sqlite_synchronous)
+        await db.open()
+        try:
+            with Progress(TextColumn("loading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as progress:
+                task = progress.add_task("files", total=len(files))
+                report = await load_files(Services(db, settings), files,
+                                          lambda n: progress.advance(task, n))
+        finally:
+            await db.close()
+        for error in report.errors[:50]:
+            console.print(f"[red]error[/red] {error}")
+        console.print(f"loaded {report.resources} resources from {len(files)} file(s); {len(report.errors)} error(s)")
+        return 1 if report.errors else 0
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    app()

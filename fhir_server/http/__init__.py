@@ -1,0 +1,1 @@
+"""HTTP plumbing of the FHIR API: request/response objects, media types, rendering."""

@@ -1,0 +1,330 @@
+"""batch and transaction (POST [base] with a Bundle).
+
+Entries are processed in the order the spec gives (DELETE, POST, PUT, PATCH, then GET/HEAD) and answered in request
+order. Each entry goes through the same interaction code as a single request; for a transaction that code runs
+against a view of one open write unit (:class:`TxStore`), so any failing entry rolls back every entry. Create ids are
+assigned before processing so ``urn:uuid:`` fullUrls and references can be rewritten; conditional references
+(``Patient?identifier=…``) are resolved inside the unit. Reads (GET entries) run after the commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from fhir_server.http.request import FhirRequest, FhirResponse
+from fhir_server.interactions.bundling import status_line
+from fhir_server.interactions.common import Services, criteria_from_string
+from fhir_server.search.criteria import Criteria
+from fhir_server.storage.base import HistoryQuery, OutboxEvent, Page, Store, Version, WriteTx
+from resources.ids import new_id
+from resources.outcome import FhirError, InvalidInput, Issue, PreconditionFailed
+
+T = TypeVar("T")
+Dispatch = Callable[[Services, FhirRequest], Awaitable[FhirResponse]]
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 3, "GET": 4, "HEAD": 4}
+_CONDITIONAL_REF = re.compile(r"[A-Z][A-Za-z]+\?.+")
+
+
+class TxStore(Store):
+    """A :class:`Store` whose reads and writes all go to one open write unit."""
+
+    def __init__(self, tx: WriteTx) -> None:
+        self._tx = tx
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def read(self, rtype: str, rid: str) -> Version | None:
+        return await self._tx.read(rtype, rid)
+
+    async def vread(self, rtype: str, rid: str, vid: int) -> Version | None:
+        return await self._tx.vread(rtype, rid, vid)
+
+    async def history(self, query: HistoryQuery) -> Page:
+        return await self._tx.history(query)
+
+    async def find(self, rtype: str, criteria: Criteria, *, limit: int, after_seq: int | None = None) -> Page:
+        return await self._tx.find(rtype, criteria, limit=limit, after_seq=after_seq)
+
+    async def count(self, rtype: str, criteria: Criteria) -> int:
+        return await self._tx.count(rtype, criteria)
+
+    async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
+        return await unit(self._tx)
+
+    async def outbox_read(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
+        raise NotImplementedError
+
+    async def outbox_ack(self, consumer: str, seq: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class Entry:
+    index: int
+    method: str
+    path: str  # relative to the base, without query
+    query: str
+    resource: dict[str, Any] | None
+    full_url: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    assigned_id: str | None = None
+    body: bytes = b""  # a JSON Patch document, unwrapped from its Binary
+
+    @property
+    def rtype(self) -> str:
+        return self.path.split("/", 1)[0]
+
+    def request(self, outer: FhirRequest) -> FhirRequest:
+        headers = dict(self.headers)
+        if "prefer" in outer.headers:
+            headers["prefer"] = outer.headers["prefer"]
+        return FhirRequest(
+            method=self.method,
+            segments=[s for s in self.path.split("/") if s],
+            query=parse_qsl(self.query, keep_blank_values=True),
+            headers=headers,
+            body=self.body,
+            base=outer.base,
+            query_string=self.query,
+            assigned_id=self.assigned_id,
+            resource=self.resource,
+        )
+
+
+def _entries(bundle: dict[str, Any], base: str) -> list[Entry]:
+    out: list[Entry] = []
+    for i, raw in enumerate(bundle.get("entry") or []):
+        where = f"Bundle.entry[{i}]"
+        request = raw.get("request")
+        if not isinstance(request, dict) or "method" not in request or "url" not in request:
+            raise InvalidInput("every entry of a batch or transaction needs request.method and request.url",
+                               expression=f"{where}.request", message_id="AEGIS-250")
+        method = request["method"]
+        if method not in ORDER:
+            raise InvalidInput(f"request.method {method!r} is not supported", expression=f"{where}.request.method",
+                               message_id="AEGIS-251")
+        url = request["url"]
+        if url.startswith(base + "/"):
+            url = url[len(base) + 1:]
+        elif "://" in url:
+            raise InvalidInput(f"request.url {url!r} is not on this server", expression=f"{where}.request.url",
+                               message_id="AEGIS-252")
+        parts = urlsplit(url.lstrip("/"))
+        resource = raw.get("resource")
+        if method in ("POST", "PUT") and not isinstance(resource, dict):
+            raise InvalidInput(f"a {method} entry needs a resource", expression=f"{where}.resource",
+                               message_id="AEGIS-253")
+        headers = {}
+        for key, header in (("ifMatch", "if-match"), ("ifNoneMatch", "if-none-match"),
+                            ("ifNoneExist", "if-none-exist"), ("ifModifiedSince", "if-modified-since")):
+            if key in request:
+                headers[header] = str(request[key])
+        if method == "PATCH" and isinstance(resource, dict):
+            headers["content-type"] = "application/fhir+json"
+        elif method == "PATCH" and raw.get("resource") is None:
+            raise InvalidInput("a PATCH entry needs a Parameters resource (FHIRPath Patch) or a Binary with a JSON "
+                               "Patch", expression=f"{where}.resource", message_id="AEGIS-254")
+        out.append(Entry(i, method, parts.path, parts.query, resource, raw.get("fullUrl"), headers))
+    return out
+
+
+def _patch_entry_body(entry: Entry) -> None:
+    """A JSON Patch travels in a transaction as a Binary; unwrap it into the sub-request's body."""
+    res = entry.resource
+    if res is not None and res.get("resourceType") == "Binary":
+        import base64
+
+        entry.headers["content-type"] = res.get("contentType", "application/json-patch+json")
+        entry.resource = None
+        entry.body = base64.b64decode(res.get("data", ""))
+
+
+def _rewrite(node: Any, mapping: dict[str, str], conditional: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                out[key] = mapping.get(value) or conditional.get(value) or value
+            else:
+                out[key] = _rewrite(value, mapping, conditional)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, mapping, conditional) for v in node]
+    return node
+
+
+def _conditional_refs(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and _CONDITIONAL_REF.fullmatch(value):
+                found.add(value)
+            else:
+                _conditional_refs(value, found)
+    elif isinstance(node, list):
+        for v in node:
+            _conditional_refs(v, found)
+
+
+def _in_entry(entry: Entry, error: FhirError) -> FhirError:
+    """Re-point an entry's error at its place in the Bundle."""
+    prefix = f"Bundle.entry[{entry.index}]"
+    rtype = entry.resource.get("resourceType") if entry.resource else None
+    issues = []
+    for issue in error.issues:
+        exprs = tuple(
+            f"{prefix}.resource{e[len(rtype):]}" if rtype and (e == rtype or e.startswith(rtype + ".")) else e
+            for e in issue.expression
+        ) or (prefix,)
+        issues.append(Issue(issue.severity, issue.code,
+                            f"{prefix} ({entry.method} {entry.path}): {issue.diagnostics}", exprs, issue.message_id))
+    error.issues = issues
+    return error
+
+
+def _response_entry(resp: FhirResponse, req: FhirRequest) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status_line(resp.status)}
+    v = resp.version
+    if v is not None:
+        if resp.status in (200, 201) and v.method in ("POST", "PUT", "PATCH") and not v.deleted:
+            response["location"] = f"{v.rtype}/{v.rid}/_history/{v.vid}"
+        response["etag"] = v.etag
+        response["lastModified"] = v.last_updated
+    entry: dict[str, Any] = {}
+    if v is not None and not v.deleted:
+        entry["fullUrl"] = f"{req.base}/{v.rtype}/{v.rid}"
+    if isinstance(resp.body, bytes):
+        entry["resource"] = orjson.Fragment(resp.body)
+    elif resp.body is not None:
+        if resp.status >= 400:
+            response["outcome"] = resp.body
+        else:
+            entry["resource"] = resp.body
+    entry["response"] = response
+    return entry
+
+
+def _error_entry(error: FhirError) -> dict[str, Any]:
+    return {"response": {"status": status_line(error.status), "outcome": error.outcome()}}
+
+
+async def _run(dispatch: Dispatch, svc: Services, entry: Entry, outer: FhirRequest) -> FhirResponse:
+    return await dispatch(svc, entry.request(outer))
+
+
+async def batch_or_transaction(svc: Services, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
+    from fhir_server.routing import dispatch
+
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise InvalidInput(f"POST to the base takes a batch or transaction Bundle, not type {kind!r}",
+                           expression="Bundle.type", message_id="AEGIS-255")
+    entries = _entries(bundle, req.base)
+    for e in entries:
+        if e.method == "PATCH":
+            _patch_entry_body(e)
+    ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
+    results: dict[int, dict[str, Any]] = {}
+    if kind == "batch":
+        for e in ordered:
+            try:
+                results[e.index] = _response_entry(await _run(dispatch, svc, e, req), req)
+            except FhirError as exc:
+                results[e.index] = _error_entry(_in_entry(e, exc))
+    else:
+        writes = [e for e in ordered if ORDER[e.method] < 4]
+        _check_distinct(writes)
+
+        async def unit(tx: WriteTx) -> dict[int, dict[str, Any]]:
+            tx_svc = Services(TxStore(tx), svc.settings)
+            await _resolve_ids(tx, writes)
+            mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in writes
+                       if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
+            conditional = await _resolve_conditional_refs(tx, writes)
+            done: dict[int, dict[str, Any]] = {}
+            for e in writes:
+                if e.resource is not None:
+                    e.resource = _rewrite(e.resource, mapping, conditional)
+                try:
+                    done[e.index] = _response_entry(await _run(dispatch, tx_svc, e, req), req)
+                except FhirError as exc:
+                    raise _in_entry(e, exc) from None
+            return done
+
+        results = await svc.store.transact(unit)
+        for e in ordered:
+            if ORDER[e.method] == 4:
+                try:
+                    results[e.index] = _response_entry(await _run(dispatch, svc, e, req), req)
+                except FhirError as exc:
+                    raise _in_entry(e, exc) from None
+    response = {
+        "resourceType": "Bundle",
+        "type": f"{kind}-response",
+        "entry": [results[e.index] for e in entries],
+    }
+    return FhirResponse(200, response)
+
+
+def _check_distinct(writes: list[Entry]) -> None:
+    seen: dict[str, int] = {}
+    for e in writes:
+        if e.method == "POST" or e.query:
+            continue
+        if e.path in seen:
+            raise InvalidInput(f"Bundle.entry[{e.index}] changes {e.path}, which entry {seen[e.path]} changes too",
+                               expression=f"Bundle.entry[{e.index}]", message_id="AEGIS-256")
+        seen[e.path] = e.index
+
+
+async def _resolve_ids(tx: WriteTx, writes: list[Entry]) -> None:
+    """Give each create its id up front, so references to it can be rewritten before any entry is processed."""
+    for e in writes:
+        if e.method == "POST":
+            e.assigned_id = new_id()
+            ine = e.headers.get("if-none-exist")
+            if ine:
+                page = await tx.find(e.rtype, criteria_from_string(ine, "ifNoneExist"), limit=2)
+                if len(page.versions) == 1:
+                    e.assigned_id = page.versions[0].rid
+        elif e.method == "PUT":
+            if e.query:
+                page = await tx.find(e.rtype, criteria_from_string(e.query, "request.url"), limit=2)
+                if len(page.versions) > 1:
+                    raise _in_entry(e, PreconditionFailed("the criteria match more than one resource",
+                                                          message_id="AEGIS-223"))
+                body_id = e.resource.get("id") if e.resource else None
+                e.assigned_id = page.versions[0].rid if page.versions else body_id or new_id()
+                e.path, e.query = f"{e.rtype}/{e.assigned_id}", ""
+                if e.resource is not None:
+                    e.resource = {**e.resource, "id": e.assigned_id}
+            else:
+                e.assigned_id = e.path.split("/")[1] if "/" in e.path else None
+
+
+async def _resolve_conditional_refs(tx: WriteTx, writes: list[Entry]) -> dict[str, str]:
+    found: set[str] = set()
+    for e in writes:
+        _conditional_refs(e.resource, found)
+    resolved: dict[str, str] = {}
+    for ref in sorted(found):
+        rtype, _, query = ref.partition("?")
+        page = await tx.find(rtype, criteria_from_string(query, "reference"), limit=2)
+        if len(page.versions) != 1:
+            raise PreconditionFailed(
+                f"the conditional reference {ref!r} matches {len(page.versions)}"
+                f"{' or more' if page.next_cursor else ''} resources; it must match exactly one",
+                message_id="AEGIS-257",
+            )
+        resolved[ref] = f"{rtype}/{page.versions[0].rid}"
+    return resolved

@@ -1,0 +1,53 @@
+"""history at instance, type and system level: ``_count``, ``_since``, ``_at``, paging by cursor, newest first."""
+
+from __future__ import annotations
+
+from fhir_server.http.request import FhirRequest, FhirResponse
+from fhir_server.interactions.bundling import history_entry, links, parse_count, parse_cursor
+from fhir_server.interactions.common import Services
+from fhir_server.search.dates import parse_range
+from fhir_server.storage.base import HistoryQuery
+from resources.ids import is_valid_id
+from resources.outcome import InvalidInput, NotFound
+
+KNOWN = frozenset({"_count", "_since", "_at", "_cursor", "_format", "_pretty", "_list", "_sort", "_summary",
+                   "_elements"})
+
+
+def _instant_param(req: FhirRequest, name: str) -> tuple[str, str] | None:
+    raw = req.param(name)
+    if raw is None:
+        return None
+    rng = parse_range(raw)
+    if rng is None:
+        raise InvalidInput(f"{name}: {raw!r} is not a FHIR date, dateTime or instant", expression=name,
+                           message_id="AEGIS-190")
+    return rng
+
+
+async def history(svc: Services, req: FhirRequest, rtype: str | None = None, rid: str | None = None) -> FhirResponse:
+    for key, _ in req.query:
+        if key not in KNOWN:
+            raise InvalidInput(f"history does not support the parameter {key!r}", expression=key,
+                               message_id="AEGIS-191")
+    if rid is not None:
+        if rtype is None or not is_valid_id(rid) or await svc.store.read(rtype, rid) is None:
+            raise NotFound(f"{rtype}/{rid} is not known", message_id="AEGIS-201")
+    since = _instant_param(req, "_since")
+    at = _instant_param(req, "_at")
+    query = HistoryQuery(
+        rtype=rtype,
+        rid=rid,
+        since=since[0] if since else None,
+        at=at,
+        count=parse_count(req, svc.settings.page_size, svc.settings.max_page_size),
+        before_seq=parse_cursor(req),
+    )
+    page = await svc.store.history(query)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "link": links(req, page.next_cursor),
+        "entry": [history_entry(req, v) for v in page.versions],
+    }
+    return FhirResponse(200, bundle)

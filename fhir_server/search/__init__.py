@@ -1,0 +1,1 @@
+"""Search: parsing query criteria and (next milestone) the typed expression tree and its renderers."""

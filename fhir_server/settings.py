@@ -1,0 +1,38 @@
+"""The one settings object of Aegis: environment variables with the ``AEGIS_`` prefix, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AEGIS_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8080, description="TCP port to listen on.")
+    data_dir: Path = Field(Path("./data"), description="Directory of the embedded SQLite store.")
+    store: str = Field(
+        "",
+        description="Storage URL; empty means the embedded SQLite store at sqlite:///DATA_DIR/aegis.db.",
+    )
+    base_url: str = Field(
+        "",
+        description="Public FHIR base URL used in links and Location headers; empty derives it from each request.",
+    )
+    demo: bool = Field(False, description="Load the synthetic demo data set on first start.")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="Largest accepted request body (413 above).")
+    page_size: int = Field(50, description="Default _count of history and search pages.")
+    max_page_size: int = Field(1000, description="Largest _count a client may ask for.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="SQLite durability: FULL fsyncs every group commit (survives power loss); NORMAL survives a "
+        "process crash only.",
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{(self.data_dir / 'aegis.db').resolve()}"

@@ -1,0 +1,13 @@
+"""Storage backends behind one interface (:mod:`fhir_server.storage.base`), chosen by URL scheme."""
+
+from __future__ import annotations
+
+from fhir_server.storage.base import Store
+
+
+def open_store_from_url(url: str, *, synchronous: str = "FULL") -> Store:
+    if url.startswith("sqlite:///"):
+        from fhir_server.storage.sqlite.store import SqliteStore
+
+        return SqliteStore(url.removeprefix("sqlite:///"), synchronous=synchronous)
+    raise ValueError(f"unsupported store URL {url!r}: only sqlite:///PATH is available")

@@ -1,0 +1,1 @@
+"""The embedded SQLite store: the default backend, one file, WAL mode, group commit."""

@@ -1,0 +1,30 @@
+"""Canonical stored form of a resource: ``resourceType``, ``id`` and ``meta`` first, server-owned meta set, compact
+JSON with decimals exactly as received. Reads serve these bytes as they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resources import jsonio
+
+
+def finalize(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> bytes:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(vid)
+    meta["lastUpdated"] = last_updated
+    out: dict[str, Any] = {"resourceType": resource["resourceType"], "id": rid, "meta": meta}
+    for key, value in resource.items():
+        if key not in out:
+            out[key] = value
+    return jsonio.dumps(out)
+
+
+def identifiers(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(system, value)`` of the resource's top-level ``identifier`` element(s)."""
+    raw = resource.get("identifier")
+    items = raw if isinstance(raw, list) else [raw] if isinstance(raw, dict) else []
+    out = []
+    for ident in items:
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            out.append((ident.get("system") or "", ident["value"]))
+    return out
