@@ -39,8 +39,10 @@ class StandIn:
     """The ASGI app; all state is in memory and dies with the process."""
 
     def __init__(self) -> None:
-        # (type, id) -> (version, resource); only the latest version is kept because nothing here reads history.
-        self.store: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        # (type, id) -> (version, serialised resource). Only the latest version is kept because nothing here reads
+        # history, and it is kept as bytes: reads then cost no serialisation, and a big store of bytes (unlike dicts)
+        # gives the garbage collector nothing to scan, so the stand-in does not stall as it fills up.
+        self.store: dict[tuple[str, str], tuple[int, bytes]] = {}
         self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,16 +75,16 @@ class StandIn:
             resource = orjson.loads(body)
             kind = parts[0]
             rid = self._new_id()
-            self._store(kind, rid, 1, resource)
+            stored = self._store(kind, rid, 1, resource)
             host = _header(scope, b"host") or b"localhost"
             location = b"http://" + host + f"/fhir/{kind}/{rid}/_history/1".encode()
-            return 201, orjson.dumps(resource), [(b"location", location), (b"etag", b'W/"1"')]
+            return 201, stored, [(b"location", location), (b"etag", b'W/"1"')]
         if len(parts) == 2 and method == "GET":
             found = self.store.get((parts[0], parts[1]))
             if found is None:
                 return 404, _outcome("not-found", f"{parts[0]}/{parts[1]} is not known"), []
-            version, resource = found
-            return 200, orjson.dumps(resource), [(b"etag", f'W/"{version}"'.encode())]
+            version, stored = found
+            return 200, stored, [(b"etag", f'W/"{version}"'.encode())]
         if len(parts) == 2 and method == "PUT":
             kind, rid = parts
             resource = orjson.loads(body)
@@ -93,8 +95,8 @@ class StandIn:
             if expected is not None and (current is None or expected != f'W/"{current[0]}"'.encode()):
                 return 412, _outcome("conflict", "version mismatch"), []
             version = 1 if current is None else current[0] + 1
-            self._store(kind, rid, version, resource)
-            return (201 if current is None else 200), orjson.dumps(resource), [(b"etag", f'W/"{version}"'.encode())]
+            stored = self._store(kind, rid, version, resource)
+            return (201 if current is None else 200), stored, [(b"etag", f'W/"{version}"'.encode())]
         return 405, _outcome("not-supported", f"{method} {'/'.join(parts)} is not supported"), []
 
     def _transaction(self, body: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -132,13 +134,15 @@ class StandIn:
     def _new_id(self) -> str:
         return str(next(self._ids))
 
-    def _store(self, kind: str, rid: str, version: int, resource: dict[str, Any]) -> None:
+    def _store(self, kind: str, rid: str, version: int, resource: dict[str, Any]) -> bytes:
         resource["id"] = rid
         resource["meta"] = {
             "versionId": str(version),
             "lastUpdated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         }
-        self.store[(kind, rid)] = (version, resource)
+        stored = orjson.dumps(resource)
+        self.store[(kind, rid)] = (version, stored)
+        return stored
 
 
 def _rewrite_references(node: Any, rewrite: dict[str, str]) -> Any:

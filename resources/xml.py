@@ -347,6 +347,9 @@ def _convert(text: str, info: ElementInfo, path: str) -> Any:
             return int(text)
         raise InvalidInput(f"'{text[:40]}' is not an integer", expression=path, message_id=MSG_PRIMITIVE)
     if _DECIMAL.fullmatch(text):
+        # mirror jsonio: a number without fraction or exponent is an int there, so the two formats agree
+        if _INTEGER.fullmatch(text):
+            return int(text)
         return Decimal(text)
     raise InvalidInput(f"'{text[:40]}' is not a decimal number", expression=path, message_id=MSG_PRIMITIVE)
 

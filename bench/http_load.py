@@ -1,0 +1,956 @@
+"""HTTP load generator for a running Aegis server (loopback only).
+
+This module owns the benchmark client: it drives ``create``, ``read``, ``update``, ``transaction`` and ``ping``
+(``GET /healthz``, no database) with N concurrent keep-alive connections for a bounded time and/or request count,
+checks every response for the shape the server promises, and prints per operation the throughput (requests/s and
+resources/s), latency percentiles (p50/p95/p99/max), the client's and optionally the server's CPU use, the exact
+command line that reproduces the run, and the machine facts. ``--record FILE`` appends the same as Markdown.
+
+Client design, and why
+----------------------
+The target machine has 2 cores and the server uses about one of them, so the client must run on the other core and
+must cost far less per request than the server does, or the figures measure the client. Measured on that machine
+(AMD EPYC, 2 vCPU, CPython 3.11; server = the bare ASGI stand-in ``bench/_standin.py`` on uvicorn+httptools pinned to
+core 1, client pinned to core 0, 16 connections, ``GET /healthz``):
+
+=====================================================  ===========  ======================
+client                                                 req/s        client CPU per request
+=====================================================  ===========  ======================
+``httpx.AsyncClient`` (uvloop)                          ~600         ~1600 µs
+asyncio streams, hand-written HTTP/1.1 (uvloop)         ~39 000      ~16 µs
+asyncio ``Protocol``, hand-written HTTP/1.1 (uvloop)    ~37 000      ~15 µs  (server-bound)
+asyncio ``Protocol``, stock asyncio loop                ~36 000      ~27 µs
+=====================================================  ===========  ======================
+
+httpx is two orders of magnitude too expensive. The streams and Protocol clients are both server-bound there, but
+the Protocol one does the least work per response (it parses in ``data_received`` without extra buffering layers),
+so this file uses an ``asyncio.Protocol`` HTTP/1.1 keep-alive client on uvloop: one process, one event loop, one
+connection per simulated client, no pipelining. Several client processes would only help if one process saturated
+its core; at ~15-20 µs per request that is a ceiling of ~50 000 req/s, far above what the server can do on its one
+core, and extra processes would steal CPU from the server on a 2-core machine. The client reports its own CPU use
+per operation so a client-bound run is visible (warned about above 85 % of a core).
+
+Deliberate limits of the HTTP client: HTTP/1.1 over plain TCP only, responses must carry ``Content-Length`` (what
+Aegis sends; chunked responses are reported as errors), no redirects, no TLS.
+
+Measurement model: closed loop. Each client sends its next request as soon as the previous answer arrived, so
+latency percentiles are those of a saturated server at that concurrency (no coordinated-omission correction; use
+fewer clients to see unloaded latency). Latency is wall time from writing the request to having the whole response
+body, on ``time.perf_counter_ns``. Connection set-up, a warm-up period and the untimed pool set-up (resources that
+``read``/``update`` need) are excluded. A request counts as an error when the status or the promised shape (Location,
+ETag, transaction-response locations) is wrong; errors are counted, listed, and excluded from latency figures.
+
+Example::
+
+    python bench/http_load.py --base http://127.0.0.1:8080/fhir --clients 16 --seconds 10 \\
+        --ops create,read,update,transaction,ping --record bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import orjson
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a project dependency; fall back rather than refuse to run
+    uvloop = None  # type: ignore[assignment]
+
+OPS = ("create", "read", "update", "transaction", "ping")
+MAX_CLIENTS = 1024
+MAX_SECONDS = 600.0
+MAX_COUNT = 10_000_000
+MAX_POOL = 50_000
+# Cap on ids remembered from the create phase: enough to spread reads/updates, bounded memory on long runs.
+MAX_REMEMBERED = 200_000
+FHIR_JSON = "application/fhir+json"
+UCUM = "http://unitsofmeasure.org"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Minimal HTTP/1.1 keep-alive client
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class HttpError(Exception):
+    """The server's answer broke the small subset of HTTP/1.1 this client speaks."""
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: dict[bytes, bytes]  # names lower-cased; a repeated header keeps its last value
+    body: bytes
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection, one request in flight at a time; parses responses as the bytes arrive."""
+
+    _MAX_HEAD = 64 * 1024
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[Response] | None = None
+        # (status, headers, body start, body end) once the head of the current response has been parsed
+        self._head: tuple[int, dict[bytes, bytes], int, int] | None = None
+        self.closed = False
+        self._close_after = False
+
+    # asyncio.Protocol -------------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            self._parse()
+        except (HttpError, ValueError) as exc:
+            self._fail(HttpError(f"unparseable response: {exc}") if isinstance(exc, ValueError) else exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("server closed the connection"))
+
+    # ------------------------------------------------------------------------------------------------------------------
+
+    async def exchange(self, raw_request: bytes) -> Response:
+        if self.closed or self._transport is None:
+            raise ConnectionResetError("connection is closed")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._transport.write(raw_request)
+        return await waiter
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        if self._head is None:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > self._MAX_HEAD:
+                    raise HttpError("response head larger than 64 KiB")
+                return
+            lines = bytes(buffer[:end]).split(b"\r\n")
+            status_line = lines[0]
+            if not status_line.startswith(b"HTTP/1."):
+                raise HttpError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
+            status = int(status_line[9:12])
+            headers: dict[bytes, bytes] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            if b"transfer-encoding" in headers:
+                raise HttpError("chunked/transfer-encoded responses are not supported (expected Content-Length)")
+            length_text = headers.get(b"content-length")
+            if length_text is None:
+                if status >= 200 and status not in (204, 304):
+                    raise HttpError(f"{status} response without Content-Length")
+                length = 0
+            else:
+                length = int(length_text)
+            if headers.get(b"connection", b"").lower() == b"close":
+                self._close_after = True
+            self._head = (status, headers, end + 4, end + 4 + length)
+        status, headers, start, stop = self._head
+        if len(buffer) < stop:
+            return
+        body = bytes(buffer[start:stop])
+        del buffer[:stop]
+        self._head = None
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            raise HttpError("response without a request in flight")
+        if status < 200:
+            # 1xx interim answer (e.g. 100 Continue): keep waiting for the final one, which may already be here.
+            self._waiter = waiter
+            self._parse()
+            return
+        waiter.set_result(Response(status, headers, body))
+        if buffer:
+            raise HttpError("unexpected bytes after the response")
+        if self._close_after:
+            self.close()
+
+    def _fail(self, exc: Exception) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        if not self.closed:
+            self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    host: str
+    port: int
+    base_path: str  # "/fhir", no trailing slash
+    ping_path: str
+
+    @property
+    def host_header(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def connect(self) -> HttpConnection:
+        loop = asyncio.get_running_loop()
+        _, protocol = await loop.create_connection(HttpConnection, self.host, self.port)
+        return protocol
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}", f"Accept: {FHIR_JSON}"]
+        if body or method in ("POST", "PUT"):
+            lines.append(f"Content-Type: {FHIR_JSON}")
+            lines.append(f"Content-Length: {len(body)}")
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def parse_target(base: str, ping_path: str) -> Target:
+    """Accept only ``http://<loopback>[:port]/path``: this tool must never load a machine other than this one."""
+    parts = urlsplit(base)
+    if parts.scheme != "http":
+        raise ValueError(f"--base must be an http:// URL (no TLS support), got {base!r}")
+    if not parts.hostname:
+        raise ValueError(f"--base has no host: {base!r}")
+    port = parts.port or 80
+    addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise ValueError(f"--base must point at a loopback address, {parts.hostname} resolves to {sorted(addresses)}")
+    if not ping_path.startswith("/"):
+        raise ValueError("--ping-path must start with /")
+    return Target(parts.hostname, port, parts.path.rstrip("/"), ping_path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Payloads
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _decimal(rng: random.Random, low: float, high: float, places: int) -> orjson.Fragment:
+    # A pre-serialised number keeps the exact digits (72.50 stays 72.50), like the server must.
+    return orjson.Fragment(f"{rng.uniform(low, high):.{places}f}".encode())
+
+
+def _instant(rng: random.Random) -> str:
+    day = rng.randrange(1, 29)
+    return f"2024-{rng.randrange(1, 13):02d}-{day:02d}T{rng.randrange(7, 19):02d}:{rng.randrange(60):02d}:00+02:00"
+
+
+def observation(rng: random.Random, subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                        "display": "Vital Signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+        "subject": {"reference": subject},
+        "effectiveDateTime": _instant(rng),
+        "valueQuantity": {"value": _decimal(rng, 45, 120, 2), "unit": "kg", "system": UCUM, "code": "kg"},
+    }
+
+
+def patient(rng: random.Random) -> dict[str, Any]:
+    family = rng.choice(("Bench", "Load", "Perf", "Müller", "García"))
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://aegis-fhir.org/bench/mrn", "value": f"B-{rng.randrange(10**9):09d}"}],
+        "name": [{"family": family, "given": [rng.choice(("Ada", "Alan", "Grace", "Zoë"))]}],
+        "gender": rng.choice(("female", "male")),
+        "birthDate": f"{rng.randrange(1930, 2010)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
+    }
+
+
+def transaction_bundle(rng: random.Random, size: int) -> dict[str, Any]:
+    """A Patient and ``size - 1`` Observations that refer to it by its ``urn:uuid:``."""
+    patient_urn = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+    entries = [{"fullUrl": patient_urn, "resource": patient(rng), "request": {"method": "POST", "url": "Patient"}}]
+    for _ in range(size - 1):
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}",
+                "resource": observation(rng, patient_urn),
+                "request": {"method": "POST", "url": "Observation"},
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """State shared between operations of one run."""
+
+    target: Target
+    resource_type: str
+    rng: random.Random
+    if_match: bool
+    tx_size: int
+    subject: str = ""  # "Patient/<id>" that created Observations refer to
+    pool: list[list[str]] = field(default_factory=list)  # [id, version] of resources read/update can use
+
+
+def resource_body(ctx: Context) -> dict[str, Any]:
+    """A fresh body of the run's resource type; Observations refer to the run's Patient."""
+    if ctx.resource_type == "Observation":
+        return observation(ctx.rng, ctx.subject)
+    return patient(ctx.rng)
+
+
+class OpWorker:
+    """What one simulated client does for one operation: build the next request, then judge its response."""
+
+    def build(self) -> bytes:
+        raise NotImplementedError
+
+    def check(self, response: Response) -> str | None:
+        raise NotImplementedError
+
+
+class Operation:
+    name = ""
+    resources_per_request = 1
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        raise NotImplementedError
+
+
+def _location_pattern(kind: str) -> re.Pattern[bytes]:
+    return re.compile(rb"/" + re.escape(kind.encode()) + rb"/([A-Za-z0-9\-.]{1,64})/_history/([A-Za-z0-9\-.]{1,64})$")
+
+
+def _etag_version(response: Response) -> bytes | None:
+    etag = response.headers.get(b"etag")
+    if etag is None or not etag.startswith(b'W/"') or not etag.endswith(b'"'):
+        return None
+    return etag[3:-1]
+
+
+class PingOp(Operation):
+    name = "ping"
+    resources_per_request = 0
+
+    def __init__(self, ctx: Context) -> None:
+        self.raw = ctx.target.request("GET", ctx.target.ping_path)
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        op = self
+
+        class _W(OpWorker):
+            def build(self) -> bytes:
+                return op.raw
+
+            def check(self, response: Response) -> str | None:
+                return None if response.status == 200 else f"ping: status {response.status}"
+
+        return _W()
+
+
+class CreateOp(Operation):
+    name = "create"
+
+    def __init__(self, ctx: Context, remember: bool = True) -> None:
+        self.ctx = ctx
+        self.remember = remember
+        path = f"{ctx.target.base_path}/{ctx.resource_type}"
+        # Varied bodies prepared up front so building a request costs nothing during the run.
+        self.raws = [ctx.target.request("POST", path, orjson.dumps(resource_body(ctx))) for _ in range(64)]
+        self.location = _location_pattern(ctx.resource_type)
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        op = self
+
+        class _W(OpWorker):
+            n = index
+
+            def build(self) -> bytes:
+                self.n += 1
+                return op.raws[self.n % len(op.raws)]
+
+            def check(self, response: Response) -> str | None:
+                if response.status != 201:
+                    return f"create: status {response.status} {response.body[:120]!r}"
+                match = op.location.search(response.headers.get(b"location", b""))
+                if match is None:
+                    return f"create: bad Location {response.headers.get(b'location')!r}"
+                version = _etag_version(response)
+                if version != match.group(2):
+                    return f"create: ETag {response.headers.get(b'etag')!r} disagrees with Location"
+                if op.remember and len(op.ctx.pool) < MAX_REMEMBERED:
+                    op.ctx.pool.append([match.group(1).decode(), version.decode()])
+                return None
+
+        return _W()
+
+
+class ReadOp(Operation):
+    name = "read"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.prefix = f"{ctx.target.base_path}/{ctx.resource_type}/"
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        op, pool, target = self, self.ctx.pool, self.ctx.target
+
+        class _W(OpWorker):
+            # Each client walks the pool from its own offset so concurrent reads hit different rows.
+            n = index * max(1, len(pool) // clients)
+            expected = ""
+
+            def build(self) -> bytes:
+                self.n += 1
+                self.expected = pool[self.n % len(pool)][0]
+                return target.request("GET", op.prefix + self.expected)
+
+            def check(self, response: Response) -> str | None:
+                if response.status != 200:
+                    return f"read: status {response.status} {response.body[:120]!r}"
+                try:
+                    got = orjson.loads(response.body)
+                except orjson.JSONDecodeError:
+                    return "read: body is not JSON"
+                if got.get("id") != self.expected or got.get("resourceType") != op.ctx.resource_type:
+                    return f"read: asked for {self.expected}, got {got.get('resourceType')}/{got.get('id')}"
+                return None
+
+        return _W()
+
+
+class UpdateOp(Operation):
+    name = "update"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.prefix = f"{ctx.target.base_path}/{ctx.resource_type}/"
+        self.templates = [resource_body(ctx) for _ in range(32)]
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        op, target, ctx = self, self.ctx.target, self.ctx
+        # Disjoint ids per client: with If-Match, two clients updating one resource would fail each other with 412.
+        owned = ctx.pool[index::clients]
+
+        class _W(OpWorker):
+            n = 0
+            current: list[str] = owned[0]
+
+            def build(self) -> bytes:
+                self.n += 1
+                self.current = owned[self.n % len(owned)]
+                body = dict(op.templates[self.n % len(op.templates)])
+                body["id"] = self.current[0]
+                headers = [("If-Match", f'W/"{self.current[1]}"')] if ctx.if_match else []
+                return target.request("PUT", op.prefix + self.current[0], orjson.dumps(body), headers)
+
+            def check(self, response: Response) -> str | None:
+                if response.status not in (200, 201):
+                    return f"update: status {response.status} {response.body[:120]!r}"
+                version = _etag_version(response)
+                if version is None:
+                    return "update: no W/ ETag in the response" if ctx.if_match else None
+                self.current[1] = version.decode()
+                return None
+
+        return _W()
+
+
+class TransactionOp(Operation):
+    name = "transaction"
+
+    def __init__(self, ctx: Context) -> None:
+        self.resources_per_request = ctx.tx_size
+        bundles = [orjson.dumps(transaction_bundle(ctx.rng, ctx.tx_size)) for _ in range(32)]
+        self.raws = [ctx.target.request("POST", ctx.target.base_path or "/", body) for body in bundles]
+        self.size = ctx.tx_size
+
+    def worker(self, index: int, clients: int) -> OpWorker:
+        op = self
+        location = re.compile(r"^(Patient|Observation)/[A-Za-z0-9\-.]{1,64}/_history/[A-Za-z0-9\-.]{1,64}$")
+
+        class _W(OpWorker):
+            n = index
+
+            def build(self) -> bytes:
+                self.n += 1
+                return op.raws[self.n % len(op.raws)]
+
+            def check(self, response: Response) -> str | None:
+                if response.status != 200:
+                    return f"transaction: status {response.status} {response.body[:120]!r}"
+                try:
+                    bundle = orjson.loads(response.body)
+                except orjson.JSONDecodeError:
+                    return "transaction: body is not JSON"
+                if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction-response":
+                    return "transaction: not a transaction-response Bundle"
+                entries = bundle.get("entry") or []
+                if len(entries) != op.size:
+                    return f"transaction: {len(entries)} response entries for {op.size} requests"
+                for entry in entries:
+                    answer = entry.get("response") or {}
+                    if not str(answer.get("status", "")).startswith("201") or not location.match(
+                        str(answer.get("location", ""))
+                    ):
+                        return f"transaction: bad entry response {answer!r:.120}"
+                return None
+
+        return _W()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpResult:
+    name: str
+    clients: int
+    resources_per_request: int
+    wall: float = 0.0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies_ns: list[int] = field(default_factory=list)
+    client_cpu: float = 0.0  # seconds of this process's CPU during the measured phase
+    server_cpu: float | None = None
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def percentile_ms(self, p: float) -> float:
+        # Nearest-rank on the sorted sample: an actual observed latency, no interpolation.
+        if not self.latencies_ns:
+            return math.nan
+        rank = max(1, math.ceil(p / 100.0 * len(self.latencies_ns)))
+        return self.latencies_ns[rank - 1] / 1e6
+
+
+class _Phase:
+    """Bounds and book-keeping of one timed run of one operation over already open connections."""
+
+    def __init__(self, seconds: float, count: int | None, record: OpResult | None) -> None:
+        self.deadline = time.perf_counter() + seconds
+        self.remaining = count if count is not None else MAX_COUNT
+        self.record = record
+
+
+async def _drive(conn: HttpConnection, worker: OpWorker, phase: _Phase, target: Target) -> HttpConnection:
+    record = phase.record
+    clock = time.perf_counter_ns
+    while phase.remaining > 0 and time.perf_counter() < phase.deadline:
+        phase.remaining -= 1
+        raw = worker.build()
+        started = clock()
+        try:
+            if conn.closed:
+                conn = await target.connect()
+            response = await conn.exchange(raw)
+        except (OSError, HttpError) as exc:
+            if record is not None:
+                record.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
+            conn.close()
+            try:
+                conn = await target.connect()
+            except OSError:
+                return conn  # server gone: this client stops, the error above says why
+            continue
+        elapsed = clock() - started
+        problem = worker.check(response)
+        if record is None:
+            continue
+        if problem is None:
+            record.ok += 1
+            record.latencies_ns.append(elapsed)
+        else:
+            record.errors[problem[:160]] += 1
+    return conn
+
+
+def _proc_cpu_seconds(pids: Sequence[int]) -> float | None:
+    if not pids:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        # Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+async def run_operation(
+    op: Operation, ctx: Context, clients: int, seconds: float, count: int | None, warmup: float, timeout: float,
+    server_pids: Sequence[int],
+) -> OpResult:
+    target = ctx.target
+    connections = await asyncio.gather(*(target.connect() for _ in range(clients)))
+    workers = [op.worker(index, clients) for index in range(clients)]
+    result = OpResult(op.name, clients, op.resources_per_request)
+
+    async def phase_run(phase: _Phase) -> None:
+        tasks = [asyncio.ensure_future(_drive(c, w, phase, target)) for c, w in zip(connections, workers)]
+        # One watchdog for the whole phase instead of a timer per request (which would cost per-request CPU).
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, phase.deadline - time.perf_counter()) + timeout)
+        for task in pending:
+            task.cancel()
+            if phase.record is not None:
+                phase.record.errors[f"timeout: no answer within {timeout:g} s"] += 1
+        await asyncio.gather(*pending, return_exceptions=True)
+        for index, task in enumerate(tasks):
+            if task in pending:
+                # The connection still has a request in flight; _drive reconnects a closed one when next used.
+                connections[index].close()
+            else:
+                connections[index] = task.result()  # re-raises a bug in a worker instead of hiding it
+
+    try:
+        if warmup > 0:
+            await phase_run(_Phase(warmup, None, None))
+        # Everything allocated so far (payloads, the id pool) is long-lived: freezing it keeps the collector from
+        # rescanning it during the measured phase, where a full collection would stall every client at once.
+        gc.collect()
+        gc.freeze()
+        server_before = _proc_cpu_seconds(server_pids)
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        await phase_run(_Phase(seconds, count, result))
+        result.wall = time.perf_counter() - wall_before
+        result.client_cpu = time.process_time() - cpu_before
+        server_after = _proc_cpu_seconds(server_pids)
+        if server_before is not None and server_after is not None:
+            result.server_cpu = server_after - server_before
+    finally:
+        for conn in connections:
+            conn.close()
+    result.latencies_ns.sort()
+    return result
+
+
+async def _create_patient(ctx: Context) -> str:
+    conn = await ctx.target.connect()
+    try:
+        raw = ctx.target.request("POST", f"{ctx.target.base_path}/Patient", orjson.dumps(patient(ctx.rng)))
+        response = await conn.exchange(raw)
+    finally:
+        conn.close()
+    match = _location_pattern("Patient").search(response.headers.get(b"location", b""))
+    if response.status != 201 or match is None:
+        raise SystemExit(f"set-up: POST Patient answered {response.status} {response.body[:200]!r}")
+    return f"Patient/{match.group(1).decode()}"
+
+
+async def _fill_pool(ctx: Context, size: int, clients: int, timeout: float) -> None:
+    """Create (untimed) the resources read/update work on when no create phase has provided enough of them."""
+    missing = size - len(ctx.pool)
+    if missing <= 0:
+        return
+    op = CreateOp(ctx)
+    result = await run_operation(op, ctx, min(clients, missing), timeout, missing, 0.0, timeout, ())
+    if len(ctx.pool) < size:
+        problems = "; ".join(f"{n}x {text}" for text, n in result.errors.most_common(3))
+        raise SystemExit(f"set-up: could only create {len(ctx.pool)} of {size} {ctx.resource_type}s ({problems})")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def machine_facts(cpu: int | None = None) -> dict[str, str]:
+    facts: dict[str, str] = {}
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    facts["cores"] = f"{os.cpu_count()} logical ({affinity} usable by this process)"
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))  # type: ignore[union-attr]
+        facts["memory"] = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        facts["memory"] = "unknown"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+        facts["cpu"] = model.group(1).strip() if model else platform.processor() or "unknown"
+    except OSError:
+        facts["cpu"] = platform.processor() or "unknown"
+    facts["os"] = platform.platform()
+    facts["python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    facts["event loop"] = f"uvloop {uvloop.__version__}" if uvloop is not None else "asyncio"
+    facts["load average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if cpu is not None:
+        facts["client pinned to"] = f"CPU {cpu}"
+    facts["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5, check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        facts["git"] = commit or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        facts["git"] = "unknown"
+    return facts
+
+
+async def server_facts(target: Target) -> str:
+    try:
+        conn = await target.connect()
+    except OSError as exc:
+        raise SystemExit(f"cannot connect to {target.host_header}: {exc}") from exc
+    try:
+        response = await asyncio.wait_for(conn.exchange(target.request("GET", f"{target.base_path}/metadata")), 10)
+    except (OSError, HttpError, asyncio.TimeoutError) as exc:
+        return f"unknown ({type(exc).__name__})"
+    finally:
+        conn.close()
+    if response.status != 200:
+        return f"unknown (GET metadata answered {response.status})"
+    try:
+        statement = orjson.loads(response.body)
+        software = statement.get("software") or {}
+        return f"{software.get('name', '?')} {software.get('version', '?')} (FHIR {statement.get('fhirVersion', '?')})"
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unknown (metadata is not JSON)"
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """Every option spelled out, so the line still reproduces the run if a default changes later."""
+    argv = [
+        "python", sys.argv[0],
+        "--base", args.base,
+        "--clients", str(args.clients),
+        "--seconds", f"{args.seconds:g}",
+        "--ops", ",".join(args.ops),
+        "--type", args.type,
+        "--warmup", f"{args.warmup:g}",
+        "--pool", str(args.pool),
+        "--tx-size", str(args.tx_size),
+        "--ping-path", args.ping_path,
+        "--seed", str(args.seed),
+        "--timeout", f"{args.timeout:g}",
+    ]  # fmt: skip
+    if args.count is not None:
+        argv += ["--count", str(args.count)]
+    if args.if_match:
+        argv.append("--if-match")
+    if args.cpu is not None:
+        argv += ["--cpu", str(args.cpu)]
+    for pid in args.server_pid:
+        argv += ["--server-pid", str(pid)]
+    return shlex.join(argv)
+
+
+TABLE_HEAD = (
+    "| op | clients | ok | errors | req/s | resources/s | p50 ms | p95 ms | p99 ms | max ms "
+    "| client CPU | server CPU |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def table_row(r: OpResult) -> str:
+    wall = r.wall or math.nan
+    resources = f"{r.ok * r.resources_per_request / wall:,.0f}" if r.resources_per_request else "—"
+    server = f"{r.server_cpu / wall:.0%}" if r.server_cpu is not None else "—"
+    cells = [
+        r.name, str(r.clients), f"{r.ok:,}", f"{r.error_count:,}", f"{r.ok / wall:,.0f}", resources,
+        f"{r.percentile_ms(50):.2f}", f"{r.percentile_ms(95):.2f}", f"{r.percentile_ms(99):.2f}",
+        f"{r.percentile_ms(100):.2f}", f"{r.client_cpu / wall:.0%}", server,
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def report(args: argparse.Namespace, facts: dict[str, str], server: str, results: list[OpResult]) -> str:
+    lines = [
+        f"## Aegis HTTP load, {facts['date']}",
+        "",
+        *([args.label, ""] if args.label else []),
+        "```",
+        reproduce_command(args),
+        "```",
+        "",
+        f"- target: `{args.base}`, server: {server}",
+        *(f"- {key}: {value}" for key, value in facts.items() if key != "date"),
+        "",
+        TABLE_HEAD,
+        *(table_row(r) for r in results),
+        "",
+    ]
+    found = notes(results)
+    if found:
+        lines += ["Notes:", "", *found, ""]
+    return "\n".join(lines)
+
+
+def notes(results: list[OpResult]) -> list[str]:
+    found = []
+    for r in results:
+        for text, n in r.errors.most_common(5):
+            found.append(f"- {r.name}: {n}x {text}")
+        if r.wall and r.client_cpu / r.wall > 0.85:
+            share = f"{r.client_cpu / r.wall:.0%}"
+            found.append(f"- {r.name}: the client used {share} of a core; figures may be client-bound")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _ops(text: str) -> list[str]:
+    ops = [op.strip() for op in text.split(",") if op.strip()]
+    unknown = [op for op in ops if op not in OPS]
+    if unknown or not ops:
+        raise argparse.ArgumentTypeError(f"unknown op(s) {unknown}; choose from {','.join(OPS)}")
+    return ops
+
+
+def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Drive a running Aegis server on loopback and report throughput and latency per operation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--base", default="http://127.0.0.1:8080/fhir", help="FHIR base URL (loopback only)")
+    parser.add_argument("--clients", type=_bounded(int, 1, MAX_CLIENTS), default=16, help="concurrent connections")
+    parser.add_argument(
+        "--seconds", type=_bounded(float, 0.1, MAX_SECONDS), default=10.0, help="measured time per op (upper bound)"
+    )
+    parser.add_argument(
+        "--count", type=_bounded(int, 1, MAX_COUNT), default=None, help="measured requests per op (upper bound)"
+    )
+    parser.add_argument("--ops", type=_ops, default=list(OPS), help=f"comma-separated, run in order: {','.join(OPS)}")
+    parser.add_argument(
+        "--type", choices=("Observation", "Patient"), default="Observation", help="for create/read/update"
+    )
+    parser.add_argument("--if-match", action="store_true", help="send If-Match with the last ETag on update")
+    parser.add_argument("--warmup", type=_bounded(float, 0, 60), default=1.0, help="unmeasured seconds before each op")
+    parser.add_argument(
+        "--pool", type=_bounded(int, 1, MAX_POOL), default=256,
+        help="resources read/update cycle over, created untimed if the create op has not made enough",
+    )  # fmt: skip
+    parser.add_argument("--tx-size", type=_bounded(int, 2, 100), default=5, help="entries per transaction Bundle")
+    parser.add_argument("--ping-path", default="/healthz", help="path on the same host:port for the ping op")
+    parser.add_argument("--seed", type=int, default=1, help="seed for generated payloads")
+    parser.add_argument("--timeout", type=_bounded(float, 1, 300), default=30.0, help="seconds to wait for stragglers")
+    parser.add_argument("--cpu", type=int, default=None, help="pin this client to one CPU (e.g. 0; server on 1)")
+    parser.add_argument(
+        "--server-pid", type=int, action="append", default=[], help="server process id(s) whose CPU use to report"
+    )
+    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
+    parser.add_argument("--label", default="", help="free text added to the recorded report (e.g. what changed)")
+    return parser
+
+
+async def main_async(args: argparse.Namespace) -> list[OpResult]:
+    target = parse_target(args.base, args.ping_path)
+    ctx = Context(target, args.type, random.Random(args.seed), args.if_match, args.tx_size)
+    server = await server_facts(target)
+    facts = machine_facts(args.cpu)
+    print(f"command: {reproduce_command(args)}")
+    print(f"server: {server}; " + "; ".join(f"{k}: {v}" for k, v in facts.items()), flush=True)
+    print(TABLE_HEAD, flush=True)
+
+    needs_crud = any(op in args.ops for op in ("create", "read", "update"))
+    if needs_crud and args.type == "Observation":
+        ctx.subject = await _create_patient(ctx)
+    results: list[OpResult] = []
+    for name in args.ops:
+        op: Operation
+        if name in ("read", "update"):
+            await _fill_pool(ctx, max(args.pool, args.clients), args.clients, args.timeout)
+        if name == "ping":
+            op = PingOp(ctx)
+        elif name == "create":
+            op = CreateOp(ctx)
+        elif name == "read":
+            op = ReadOp(ctx)
+        elif name == "update":
+            op = UpdateOp(ctx)
+        else:
+            op = TransactionOp(ctx)
+        result = await run_operation(
+            op, ctx, args.clients, args.seconds, args.count, args.warmup, args.timeout, args.server_pid
+        )
+        results.append(result)
+        print(table_row(result), flush=True)
+
+    found = notes(results)
+    if found:
+        print("\nNotes:\n" + "\n".join(found))
+    if args.record is not None:
+        text = report(args, facts, server, results)
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        with args.record.open("a", encoding="utf-8") as out:
+            out.write(text + "\n")
+        print(f"\nrecorded in {args.record}")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    try:
+        parse_target(args.base, args.ping_path)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    results = runner(main_async(args))
+    return 1 if any(r.error_count for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Test support: real server processes and the backends they run on."""
