@@ -23,7 +23,7 @@ console = Console(stderr=True)
 
 def _help(name: str) -> str:
     field = Settings.model_fields[name]
-    return f"{field.description} [env: AEGIS_{name.upper()}; default: {field.default}]"
+    return f"{field.description} (env AEGIS_{name.upper()}, default {field.default})"
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -37,7 +37,7 @@ def serve(
     data_dir: Annotated[Optional[Path], typer.Option(help=_help("data_dir"))] = None,
     store: Annotated[Optional[str], typer.Option(help=_help("store"))] = None,
     base_url: Annotated[Optional[str], typer.Option(help=_help("base_url"))] = None,
-    demo: Annotated[Optional[bool], typer.Option("--demo", help=_help("demo"))] = None,
+    demo: Annotated[bool, typer.Option("--demo", help=_help("demo"))] = False,
     max_body_bytes: Annotated[Optional[int], typer.Option(help=_help("max_body_bytes"))] = None,
     page_size: Annotated[Optional[int], typer.Option(help=_help("page_size"))] = None,
     max_page_size: Annotated[Optional[int], typer.Option(help=_help("max_page_size"))] = None,
@@ -49,7 +49,7 @@ def serve(
 
     from fhir_server.app import AegisApp
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo,
+    settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo or None,
                          max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
                          sqlite_synchronous=sqlite_synchronous, log_level=log_level)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

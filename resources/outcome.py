@@ -72,7 +72,9 @@ class FhirError(Exception):
             issues = [Issue("error", self.issue_code, diagnostics or type(self).__name__, expr, message_id)]
         self.issues = issues
         self.headers = headers or {}
-        super().__init__("; ".join(i.diagnostics for i in issues))
+        super().__init__("; ".join(
+            f"{', '.join(i.expression)}: {i.diagnostics}" if i.expression else i.diagnostics for i in issues
+        ))
 
     def outcome(self) -> dict[str, Any]:
         return operation_outcome(self.issues)

@@ -142,7 +142,10 @@ def _parse(data: bytes) -> Any:
 def xml_to_resource(data: bytes) -> dict[str, Any]:
     """Parse one FHIR resource in XML into its JSON dict form. Raises :class:`InvalidInput` on any problem."""
     root = _parse(data)
-    return _read_resource(root, "")
+    try:
+        return _read_resource(root, "")
+    except RecursionError:
+        raise InvalidInput("The resource is nested too deeply", message_id=MSG_CONTENT) from None
 
 
 def _local(tag: str) -> str:
@@ -422,7 +425,10 @@ def resource_to_xml(resource: dict[str, Any], *, pretty: bool = False, declarati
     nl = "\n" if pretty else ""
     if declaration:
         parts.append(_XML_DECLARATION + nl)
-    _write_resource(parts, resource, "", "", "  " if pretty else "", nl, root=True)
+    try:
+        _write_resource(parts, resource, "", "", "  " if pretty else "", nl, root=True)
+    except RecursionError:
+        raise _shape_error("The resource is nested too deeply", "resource") from None
     return "".join(parts).encode("utf-8")
 
 

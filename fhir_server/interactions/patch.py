@@ -15,7 +15,7 @@ from fhir_server.interactions.common import Services, criteria_from_query, live,
 from fhir_server.interactions.update import check_if_match
 from fhir_server.storage.base import Version, WriteTx
 from resources import jsonio
-from resources.outcome import InvalidInput, PreconditionFailed
+from resources.outcome import InvalidInput, NotFound, PreconditionFailed
 from resources.validate import validate_resource
 
 Patcher = Callable[[dict[str, Any]], dict[str, Any]]
@@ -75,10 +75,12 @@ async def conditional_patch(svc: Services, req: FhirRequest, rtype: str) -> Fhir
 
     async def unit(tx: WriteTx) -> Version:
         page = await tx.find(rtype, criteria, limit=2)
-        if len(page.versions) != 1:
+        if not page.versions:
+            # nothing to patch: 404, as for a patch of an unknown id (a conditional patch never creates)
+            raise NotFound(f"no {rtype} matches the criteria; nothing was patched", message_id="AEGIS-246")
+        if len(page.versions) > 1:
             raise PreconditionFailed(
-                f"a conditional patch needs exactly one match; found {len(page.versions)}"
-                + (" or more" if page.next_cursor else ""),
+                "a conditional patch needs exactly one match; found 2" + (" or more" if page.next_cursor else ""),
                 message_id="AEGIS-245",
             )
         return await patch_in(tx, rtype, page.versions[0].rid, apply, if_match=if_match)

@@ -29,6 +29,7 @@ values, which keeps ``Decimal("72.50")`` exactly, and ``test`` compares numbers 
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import jsonpatch
@@ -79,7 +80,7 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)) or type(value).__name__ == "Decimal":
+    if isinstance(value, (int, float, Decimal)):
         return "a number"
     return "an array" if isinstance(value, list) else type(value).__name__
 
@@ -124,7 +125,7 @@ def _apply_one(document: Any, operation: dict[str, Any], where: str) -> Any:
             message_id=messages.PATCH_TEST_FAILED,
         ) from None
     except jsonpatch.InvalidJsonPatch as exc:
-        raise _malformed(label, str(exc)) from None
+        raise InvalidInput(f"{label}: {exc}", expression=where, message_id=messages.PATCH_DOCUMENT_INVALID) from None
     except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
         problem = _explain(document, operation)
         if problem is None:
