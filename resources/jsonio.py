@@ -14,11 +14,23 @@ from typing import Any
 import orjson
 
 
+class FhirDecimal(Decimal):
+    """A decimal that remembers the exact text it was read from (``1E-7`` stays ``0.0000001``)."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> FhirDecimal:
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
-_decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_constant=_reject_constant)
 
 
 def loads(data: bytes | str) -> Any:
@@ -29,8 +41,14 @@ def loads(data: bytes | str) -> Any:
 def dumps_default(obj: Any) -> Any:
     """orjson ``default`` hook: decimals verbatim."""
     if isinstance(obj, Decimal):
-        return orjson.Fragment(str(obj))
+        return orjson.Fragment(obj.text if isinstance(obj, FhirDecimal) else decimal_text(obj))
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def decimal_text(value: Decimal) -> str:
+    """JSON text of a decimal made in code: positional notation, precision kept (``Decimal('1E-7')`` → 0.0000001)."""
+    text = format(value, "f")
+    return text
 
 
 def dumps(obj: Any, *, pretty: bool = False) -> bytes:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resources.model import TypeInfo, type_info
+from resources.model import TypeInfo, is_resource_type, type_info
 from resources.outcome import InvalidInput
 
 __all__ = ["SUBSETTED", "SUMMARY_MODES", "is_subsetted", "select_elements", "summarize"]
@@ -92,8 +92,8 @@ def is_subsetted(resource: dict[str, Any]) -> bool:
 
 def _resource_type_info(resource: Any) -> TypeInfo:
     rtype = resource.get("resourceType") if isinstance(resource, dict) else None
-    ti = type_info(rtype) if isinstance(rtype, str) else None
-    if ti is None or ti.kind != "resource":
+    ti = type_info(rtype) if isinstance(rtype, str) and is_resource_type(rtype) else None
+    if ti is None:
         raise InvalidInput(f"{rtype!r} is not a FHIR resource type", message_id=MSG_NOT_A_RESOURCE)
     return ti
 

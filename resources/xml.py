@@ -24,6 +24,7 @@ from typing import Any
 
 from lxml import etree
 
+from resources.jsonio import FhirDecimal, decimal_text
 from resources.model import ElementInfo, TypeInfo, is_resource_type, type_info
 from resources.outcome import InvalidInput
 
@@ -353,7 +354,7 @@ def _convert(text: str, info: ElementInfo, path: str) -> Any:
         # mirror jsonio: a number without fraction or exponent is an int there, so the two formats agree
         if _INTEGER.fullmatch(text):
             return int(text)
-        return Decimal(text)
+        return FhirDecimal(text)
     raise InvalidInput(f"'{text[:40]}' is not a decimal number", expression=path, message_id=MSG_PRIMITIVE)
 
 
@@ -646,9 +647,10 @@ def _format(value: Any, info: ElementInfo, path: str) -> str:
         if cls is int:
             return str(value)
     elif kind == "decimal":
-        # str() keeps a Decimal's exact digits, as jsonio does when writing JSON
+        if cls is FhirDecimal:
+            return value.text  # the exact text it was read with
         if cls is Decimal and value.is_finite():
-            return str(value)
+            return decimal_text(value)
         if cls is int:
             return str(value)
         if cls is float and value == value and value not in (float("inf"), float("-inf")):
