@@ -20,15 +20,19 @@ client                                                 req/s        client CPU p
 asyncio streams, hand-written HTTP/1.1 (uvloop)         ~39 000      ~16 µs
 asyncio ``Protocol``, hand-written HTTP/1.1 (uvloop)    ~37 000      ~15 µs  (server-bound)
 asyncio ``Protocol``, stock asyncio loop                ~36 000      ~27 µs
+this file (Protocol + uvloop, checks every response)    ~33 000      ~20 µs  (server-bound)
 =====================================================  ===========  ======================
 
 httpx is two orders of magnitude too expensive. The streams and Protocol clients are both server-bound there, but
 the Protocol one does the least work per response (it parses in ``data_received`` without extra buffering layers),
 so this file uses an ``asyncio.Protocol`` HTTP/1.1 keep-alive client on uvloop: one process, one event loop, one
-connection per simulated client, no pipelining. Several client processes would only help if one process saturated
-its core; at ~15-20 µs per request that is a ceiling of ~50 000 req/s, far above what the server can do on its one
-core, and extra processes would steal CPU from the server on a 2-core machine. The client reports its own CPU use
-per operation so a client-bound run is visible (warned about above 85 % of a core).
+connection per simulated client, no pipelining. (The first four rows are minimal throw-away clients doing nothing
+but the exchange; the last is this tool with its latency recording and response checks.) Several client processes
+would only help if one process saturated its core; at ~15-20 µs per request that is a ceiling of ~50 000 req/s, far
+above what the server can do on its one core, and extra processes would steal CPU from the server on a 2-core
+machine. The client reports its own CPU use per operation, and its CPU per request, so a client-bound run is visible
+(warned about above 85 % of a core). The garbage collector is frozen before each measured phase so a full collection
+over the id pool cannot stall all clients at once.
 
 Deliberate limits of the HTTP client: HTTP/1.1 over plain TCP only, responses must carry ``Content-Length`` (what
 Aegis sends; chunked responses are reported as errors), no redirects, no TLS.
@@ -96,6 +100,10 @@ UCUM = "http://unitsofmeasure.org"
 
 class HttpError(Exception):
     """The server's answer broke the small subset of HTTP/1.1 this client speaks."""
+
+
+class SetupError(Exception):
+    """The untimed preparation of a run (subject Patient, resource pool) failed; nothing can be measured."""
 
 
 @dataclass(slots=True)
@@ -210,18 +218,15 @@ class HttpConnection(asyncio.Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    host: str
+    address: str  # the vetted loopback address; connections go here, never to a name resolved again later
     port: int
+    host_header: str
     base_path: str  # "/fhir", no trailing slash
     ping_path: str
 
-    @property
-    def host_header(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
     async def connect(self) -> HttpConnection:
         loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(HttpConnection, self.host, self.port)
+        _, protocol = await loop.create_connection(HttpConnection, self.address, self.port)
         return protocol
 
     def request(self, method: str, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> bytes:
@@ -241,12 +246,15 @@ def parse_target(base: str, ping_path: str) -> Target:
     if not parts.hostname:
         raise ValueError(f"--base has no host: {base!r}")
     port = parts.port or 80
-    addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+    addresses = [str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         raise ValueError(f"--base must point at a loopback address, {parts.hostname} resolves to {sorted(addresses)}")
     if not ping_path.startswith("/"):
         raise ValueError("--ping-path must start with /")
-    return Target(parts.hostname, port, parts.path.rstrip("/"), ping_path)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    # Prefer IPv4 for names like "localhost": uvicorn listens on 127.0.0.1 unless told otherwise.
+    addresses.sort(key=lambda a: ":" in a)
+    return Target(addresses[0], port, f"{host}:{port}", parts.path.rstrip("/"), ping_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -337,8 +345,28 @@ def resource_body(ctx: Context) -> dict[str, Any]:
     return patient(ctx.rng)
 
 
+_ID = rb"[A-Za-z0-9\-.]{1,64}"  # FHIR id syntax, also used for version ids
+
+
+def _location_pattern(kind: str) -> re.Pattern[bytes]:
+    return re.compile(rb"/" + re.escape(kind.encode()) + rb"/(" + _ID + rb")/_history/(" + _ID + rb")$")
+
+
+_TX_LOCATION = re.compile(rb"^(Patient|Observation)/" + _ID + rb"/_history/" + _ID + rb"$")
+
+
+def _etag_version(response: Response) -> bytes | None:
+    etag = response.headers.get(b"etag")
+    if etag is None or not etag.startswith(b'W/"') or not etag.endswith(b'"'):
+        return None
+    return etag[3:-1]
+
+
 class OpWorker:
-    """What one simulated client does for one operation: build the next request, then judge its response."""
+    """What one simulated client does for one operation: build the next request, then judge its response.
+
+    ``check`` returns None when the response has the promised shape, else a short description of what was wrong.
+    """
 
     def build(self) -> bytes:
         raise NotImplementedError
@@ -355,17 +383,6 @@ class Operation:
         raise NotImplementedError
 
 
-def _location_pattern(kind: str) -> re.Pattern[bytes]:
-    return re.compile(rb"/" + re.escape(kind.encode()) + rb"/([A-Za-z0-9\-.]{1,64})/_history/([A-Za-z0-9\-.]{1,64})$")
-
-
-def _etag_version(response: Response) -> bytes | None:
-    etag = response.headers.get(b"etag")
-    if etag is None or not etag.startswith(b'W/"') or not etag.endswith(b'"'):
-        return None
-    return etag[3:-1]
-
-
 class PingOp(Operation):
     name = "ping"
     resources_per_request = 0
@@ -374,53 +391,57 @@ class PingOp(Operation):
         self.raw = ctx.target.request("GET", ctx.target.ping_path)
 
     def worker(self, index: int, clients: int) -> OpWorker:
-        op = self
+        return _PingWorker(self)
 
-        class _W(OpWorker):
-            def build(self) -> bytes:
-                return op.raw
 
-            def check(self, response: Response) -> str | None:
-                return None if response.status == 200 else f"ping: status {response.status}"
+class _PingWorker(OpWorker):
+    def __init__(self, op: PingOp) -> None:
+        self.raw = op.raw
 
-        return _W()
+    def build(self) -> bytes:
+        return self.raw
+
+    def check(self, response: Response) -> str | None:
+        return None if response.status == 200 else f"ping: status {response.status}"
 
 
 class CreateOp(Operation):
     name = "create"
 
-    def __init__(self, ctx: Context, remember: bool = True) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.remember = remember
         path = f"{ctx.target.base_path}/{ctx.resource_type}"
         # Varied bodies prepared up front so building a request costs nothing during the run.
         self.raws = [ctx.target.request("POST", path, orjson.dumps(resource_body(ctx))) for _ in range(64)]
         self.location = _location_pattern(ctx.resource_type)
 
     def worker(self, index: int, clients: int) -> OpWorker:
-        op = self
+        return _CreateWorker(self, index)
 
-        class _W(OpWorker):
-            n = index
 
-            def build(self) -> bytes:
-                self.n += 1
-                return op.raws[self.n % len(op.raws)]
+class _CreateWorker(OpWorker):
+    def __init__(self, op: CreateOp, index: int) -> None:
+        self.op = op
+        self.n = index
 
-            def check(self, response: Response) -> str | None:
-                if response.status != 201:
-                    return f"create: status {response.status} {response.body[:120]!r}"
-                match = op.location.search(response.headers.get(b"location", b""))
-                if match is None:
-                    return f"create: bad Location {response.headers.get(b'location')!r}"
-                version = _etag_version(response)
-                if version != match.group(2):
-                    return f"create: ETag {response.headers.get(b'etag')!r} disagrees with Location"
-                if op.remember and len(op.ctx.pool) < MAX_REMEMBERED:
-                    op.ctx.pool.append([match.group(1).decode(), version.decode()])
-                return None
+    def build(self) -> bytes:
+        self.n += 1
+        return self.op.raws[self.n % len(self.op.raws)]
 
-        return _W()
+    def check(self, response: Response) -> str | None:
+        if response.status != 201:
+            return f"create: status {response.status} {response.body[:120]!r}"
+        location = response.headers.get(b"location", b"")
+        match = self.op.location.search(location)
+        if match is None:
+            return f"create: bad Location {location!r}"
+        version = _etag_version(response)
+        if version != match.group(2):
+            return f"create: ETag {response.headers.get(b'etag')!r} disagrees with Location {location!r}"
+        pool = self.op.ctx.pool
+        if len(pool) < MAX_REMEMBERED:
+            pool.append([match.group(1).decode(), version.decode()])
+        return None
 
 
 class ReadOp(Operation):
@@ -431,30 +452,32 @@ class ReadOp(Operation):
         self.prefix = f"{ctx.target.base_path}/{ctx.resource_type}/"
 
     def worker(self, index: int, clients: int) -> OpWorker:
-        op, pool, target = self, self.ctx.pool, self.ctx.target
+        return _ReadWorker(self, index, clients)
 
-        class _W(OpWorker):
-            # Each client walks the pool from its own offset so concurrent reads hit different rows.
-            n = index * max(1, len(pool) // clients)
-            expected = ""
 
-            def build(self) -> bytes:
-                self.n += 1
-                self.expected = pool[self.n % len(pool)][0]
-                return target.request("GET", op.prefix + self.expected)
+class _ReadWorker(OpWorker):
+    def __init__(self, op: ReadOp, index: int, clients: int) -> None:
+        self.op = op
+        self.pool = op.ctx.pool
+        # Each client walks the pool from its own offset so concurrent reads hit different rows.
+        self.n = index * max(1, len(self.pool) // clients)
+        self.expected = ""
 
-            def check(self, response: Response) -> str | None:
-                if response.status != 200:
-                    return f"read: status {response.status} {response.body[:120]!r}"
-                try:
-                    got = orjson.loads(response.body)
-                except orjson.JSONDecodeError:
-                    return "read: body is not JSON"
-                if got.get("id") != self.expected or got.get("resourceType") != op.ctx.resource_type:
-                    return f"read: asked for {self.expected}, got {got.get('resourceType')}/{got.get('id')}"
-                return None
+    def build(self) -> bytes:
+        self.n += 1
+        self.expected = self.pool[self.n % len(self.pool)][0]
+        return self.op.ctx.target.request("GET", self.op.prefix + self.expected)
 
-        return _W()
+    def check(self, response: Response) -> str | None:
+        if response.status != 200:
+            return f"read: status {response.status} {response.body[:120]!r}"
+        try:
+            got = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            return "read: body is not JSON"
+        if got.get("id") != self.expected or got.get("resourceType") != self.op.ctx.resource_type:
+            return f"read: asked for {self.expected}, got {got.get('resourceType')}/{got.get('id')}"
+        return None
 
 
 class UpdateOp(Operation):
@@ -466,75 +489,78 @@ class UpdateOp(Operation):
         self.templates = [resource_body(ctx) for _ in range(32)]
 
     def worker(self, index: int, clients: int) -> OpWorker:
-        op, target, ctx = self, self.ctx.target, self.ctx
         # Disjoint ids per client: with If-Match, two clients updating one resource would fail each other with 412.
-        owned = ctx.pool[index::clients]
+        return _UpdateWorker(self, self.ctx.pool[index::clients])
 
-        class _W(OpWorker):
-            n = 0
-            current: list[str] = owned[0]
 
-            def build(self) -> bytes:
-                self.n += 1
-                self.current = owned[self.n % len(owned)]
-                body = dict(op.templates[self.n % len(op.templates)])
-                body["id"] = self.current[0]
-                headers = [("If-Match", f'W/"{self.current[1]}"')] if ctx.if_match else []
-                return target.request("PUT", op.prefix + self.current[0], orjson.dumps(body), headers)
+class _UpdateWorker(OpWorker):
+    def __init__(self, op: UpdateOp, owned: list[list[str]]) -> None:
+        if not owned:
+            raise SetupError("update needs at least one pooled resource per client")
+        self.op = op
+        self.owned = owned
+        self.current = owned[0]
+        self.n = 0
 
-            def check(self, response: Response) -> str | None:
-                if response.status not in (200, 201):
-                    return f"update: status {response.status} {response.body[:120]!r}"
-                version = _etag_version(response)
-                if version is None:
-                    return "update: no W/ ETag in the response" if ctx.if_match else None
-                self.current[1] = version.decode()
-                return None
+    def build(self) -> bytes:
+        op = self.op
+        self.n += 1
+        self.current = self.owned[self.n % len(self.owned)]
+        # The full resource, as a PUT must carry; a different template each time so the content really changes.
+        body = dict(op.templates[self.n % len(op.templates)])
+        body["id"] = self.current[0]
+        headers = [("If-Match", f'W/"{self.current[1]}"')] if op.ctx.if_match else []
+        return op.ctx.target.request("PUT", op.prefix + self.current[0], orjson.dumps(body), headers)
 
-        return _W()
+    def check(self, response: Response) -> str | None:
+        if response.status not in (200, 201):
+            return f"update: status {response.status} {response.body[:120]!r}"
+        version = _etag_version(response)
+        if version is None:
+            return "update: no W/ ETag in the response" if self.op.ctx.if_match else None
+        self.current[1] = version.decode()
+        return None
 
 
 class TransactionOp(Operation):
     name = "transaction"
 
     def __init__(self, ctx: Context) -> None:
-        self.resources_per_request = ctx.tx_size
+        self.size = self.resources_per_request = ctx.tx_size
         bundles = [orjson.dumps(transaction_bundle(ctx.rng, ctx.tx_size)) for _ in range(32)]
         self.raws = [ctx.target.request("POST", ctx.target.base_path or "/", body) for body in bundles]
-        self.size = ctx.tx_size
 
     def worker(self, index: int, clients: int) -> OpWorker:
-        op = self
-        location = re.compile(r"^(Patient|Observation)/[A-Za-z0-9\-.]{1,64}/_history/[A-Za-z0-9\-.]{1,64}$")
+        return _TransactionWorker(self, index)
 
-        class _W(OpWorker):
-            n = index
 
-            def build(self) -> bytes:
-                self.n += 1
-                return op.raws[self.n % len(op.raws)]
+class _TransactionWorker(OpWorker):
+    def __init__(self, op: TransactionOp, index: int) -> None:
+        self.op = op
+        self.n = index
 
-            def check(self, response: Response) -> str | None:
-                if response.status != 200:
-                    return f"transaction: status {response.status} {response.body[:120]!r}"
-                try:
-                    bundle = orjson.loads(response.body)
-                except orjson.JSONDecodeError:
-                    return "transaction: body is not JSON"
-                if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction-response":
-                    return "transaction: not a transaction-response Bundle"
-                entries = bundle.get("entry") or []
-                if len(entries) != op.size:
-                    return f"transaction: {len(entries)} response entries for {op.size} requests"
-                for entry in entries:
-                    answer = entry.get("response") or {}
-                    if not str(answer.get("status", "")).startswith("201") or not location.match(
-                        str(answer.get("location", ""))
-                    ):
-                        return f"transaction: bad entry response {answer!r:.120}"
-                return None
+    def build(self) -> bytes:
+        self.n += 1
+        return self.op.raws[self.n % len(self.op.raws)]
 
-        return _W()
+    def check(self, response: Response) -> str | None:
+        if response.status != 200:
+            return f"transaction: status {response.status} {response.body[:120]!r}"
+        try:
+            bundle = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            return "transaction: body is not JSON"
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction-response":
+            return "transaction: not a transaction-response Bundle"
+        entries = bundle.get("entry") or []
+        if len(entries) != self.op.size:
+            return f"transaction: {len(entries)} response entries for {self.op.size} requests"
+        for entry in entries:
+            answer = entry.get("response") or {}
+            status, location = str(answer.get("status", "")), str(answer.get("location", ""))
+            if not status.startswith("201") or not _TX_LOCATION.match(location.encode()):
+                return f"transaction: bad entry response {answer!r:.120}"
+        return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -679,7 +705,7 @@ async def _create_patient(ctx: Context) -> str:
         conn.close()
     match = _location_pattern("Patient").search(response.headers.get(b"location", b""))
     if response.status != 201 or match is None:
-        raise SystemExit(f"set-up: POST Patient answered {response.status} {response.body[:200]!r}")
+        raise SetupError(f"POST Patient answered {response.status} {response.body[:200]!r}")
     return f"Patient/{match.group(1).decode()}"
 
 
@@ -692,7 +718,7 @@ async def _fill_pool(ctx: Context, size: int, clients: int, timeout: float) -> N
     result = await run_operation(op, ctx, min(clients, missing), timeout, missing, 0.0, timeout, ())
     if len(ctx.pool) < size:
         problems = "; ".join(f"{n}x {text}" for text, n in result.errors.most_common(3))
-        raise SystemExit(f"set-up: could only create {len(ctx.pool)} of {size} {ctx.resource_type}s ({problems})")
+        raise SetupError(f"could only create {len(ctx.pool)} of {size} {ctx.resource_type}s ({problems})")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -738,7 +764,7 @@ async def server_facts(target: Target) -> str:
     try:
         conn = await target.connect()
     except OSError as exc:
-        raise SystemExit(f"cannot connect to {target.host_header}: {exc}") from exc
+        raise SetupError(f"cannot connect to {target.host_header}: {exc}") from exc
     try:
         response = await asyncio.wait_for(conn.exchange(target.request("GET", f"{target.base_path}/metadata")), 10)
     except (OSError, HttpError, asyncio.TimeoutError) as exc:
@@ -784,8 +810,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 TABLE_HEAD = (
     "| op | clients | ok | errors | req/s | resources/s | p50 ms | p95 ms | p99 ms | max ms "
-    "| client CPU | server CPU |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| client CPU | client µs/req | server CPU |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -793,15 +819,20 @@ def table_row(r: OpResult) -> str:
     wall = r.wall or math.nan
     resources = f"{r.ok * r.resources_per_request / wall:,.0f}" if r.resources_per_request else "—"
     server = f"{r.server_cpu / wall:.0%}" if r.server_cpu is not None else "—"
+    # The client's own CPU cost per request: its ceiling on one core is about 1e6 / this figure.
+    requests = r.ok + r.error_count
+    per_request = f"{r.client_cpu / requests * 1e6:.0f}" if requests else "—"
     cells = [
         r.name, str(r.clients), f"{r.ok:,}", f"{r.error_count:,}", f"{r.ok / wall:,.0f}", resources,
         f"{r.percentile_ms(50):.2f}", f"{r.percentile_ms(95):.2f}", f"{r.percentile_ms(99):.2f}",
-        f"{r.percentile_ms(100):.2f}", f"{r.client_cpu / wall:.0%}", server,
+        f"{r.percentile_ms(100):.2f}", f"{r.client_cpu / wall:.0%}", per_request, server,
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
-def report(args: argparse.Namespace, facts: dict[str, str], server: str, results: list[OpResult]) -> str:
+def report(
+    args: argparse.Namespace, facts: dict[str, str], server: str, results: list[OpResult], aborted: str = ""
+) -> str:
     lines = [
         f"## Aegis HTTP load, {facts['date']}",
         "",
@@ -817,14 +848,14 @@ def report(args: argparse.Namespace, facts: dict[str, str], server: str, results
         *(table_row(r) for r in results),
         "",
     ]
-    found = notes(results)
+    found = notes(results, aborted)
     if found:
         lines += ["Notes:", "", *found, ""]
     return "\n".join(lines)
 
 
-def notes(results: list[OpResult]) -> list[str]:
-    found = []
+def notes(results: list[OpResult], aborted: str = "") -> list[str]:
+    found = [f"- {aborted}"] if aborted else []
     for r in results:
         for text, n in r.errors.most_common(5):
             found.append(f"- {r.name}: {n}x {text}")
@@ -893,49 +924,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def main_async(args: argparse.Namespace) -> list[OpResult]:
+async def main_async(args: argparse.Namespace) -> tuple[list[OpResult], str]:
     target = parse_target(args.base, args.ping_path)
     ctx = Context(target, args.type, random.Random(args.seed), args.if_match, args.tx_size)
     server = await server_facts(target)
     facts = machine_facts(args.cpu)
     print(f"command: {reproduce_command(args)}")
-    print(f"server: {server}; " + "; ".join(f"{k}: {v}" for k, v in facts.items()), flush=True)
+    print(f"target: {args.base}, server: {server}")
+    print("\n".join(f"{key}: {value}" for key, value in facts.items()), end="\n\n")
     print(TABLE_HEAD, flush=True)
 
-    needs_crud = any(op in args.ops for op in ("create", "read", "update"))
-    if needs_crud and args.type == "Observation":
-        ctx.subject = await _create_patient(ctx)
     results: list[OpResult] = []
-    for name in args.ops:
-        op: Operation
-        if name in ("read", "update"):
-            await _fill_pool(ctx, max(args.pool, args.clients), args.clients, args.timeout)
-        if name == "ping":
-            op = PingOp(ctx)
-        elif name == "create":
-            op = CreateOp(ctx)
-        elif name == "read":
-            op = ReadOp(ctx)
-        elif name == "update":
-            op = UpdateOp(ctx)
-        else:
-            op = TransactionOp(ctx)
-        result = await run_operation(
-            op, ctx, args.clients, args.seconds, args.count, args.warmup, args.timeout, args.server_pid
-        )
-        results.append(result)
-        print(table_row(result), flush=True)
+    aborted = ""
+    try:
+        if args.type == "Observation" and any(op in args.ops for op in ("create", "read", "update")):
+            ctx.subject = await _create_patient(ctx)
+        for name in args.ops:
+            if name in ("read", "update"):
+                await _fill_pool(ctx, max(args.pool, args.clients), args.clients, args.timeout)
+            result = await run_operation(
+                _make_op(name, ctx), ctx, args.clients, args.seconds, args.count, args.warmup, args.timeout,
+                args.server_pid,
+            )  # fmt: skip
+            results.append(result)
+            print(table_row(result), flush=True)
+    except (OSError, HttpError, SetupError) as exc:
+        # Typically the server went away between operations; report what was measured rather than a traceback.
+        aborted = f"run aborted: {type(exc).__name__}: {exc}"
 
-    found = notes(results)
+    found = notes(results, aborted)
     if found:
         print("\nNotes:\n" + "\n".join(found))
     if args.record is not None:
-        text = report(args, facts, server, results)
+        text = report(args, facts, server, results, aborted)
         args.record.parent.mkdir(parents=True, exist_ok=True)
         with args.record.open("a", encoding="utf-8") as out:
             out.write(text + "\n")
         print(f"\nrecorded in {args.record}")
-    return results
+    return results, aborted
+
+
+def _make_op(name: str, ctx: Context) -> Operation:
+    if name == "ping":
+        return PingOp(ctx)
+    if name == "create":
+        return CreateOp(ctx)
+    if name == "read":
+        return ReadOp(ctx)
+    if name == "update":
+        return UpdateOp(ctx)
+    return TransactionOp(ctx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -948,8 +986,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runner = uvloop.run if uvloop is not None else asyncio.run
-    results = runner(main_async(args))
-    return 1 if any(r.error_count for r in results) else 0
+    try:
+        results, aborted = runner(main_async(args))
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 1 if aborted or any(r.error_count for r in results) else 0
 
 
 if __name__ == "__main__":

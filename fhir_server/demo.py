@@ -349,7 +349,7 @@ class _PatientBuilder:
         for number, when in enumerate(visits):
             self._appointment(when, "fulfilled", follow_up=number > 0)
             height_urn = self._vitals(profile, when, height_urn)
-            # Everyone gets labs at the last visit at least, so each patient has laboratory results.
+            # Labs at random visits, forced at the last one if none yet, so every patient has laboratory results.
             if (number == len(visits) - 1 and not lab_done) or self.rng.random() < 0.4:
                 self._labs(profile, when)
                 lab_done = True
@@ -464,6 +464,8 @@ class _PatientBuilder:
     def _appointment(self, start: datetime, status: str, *, follow_up: bool) -> None:
         minutes = self.rng.choice((15, 20, 30))
         booked_at = start - timedelta(days=self.rng.randrange(3, 40), hours=self.rng.randrange(8))
+        # Nothing is booked after the data set's "today", not even the future appointment.
+        booked_at = min(booked_at, ANCHOR.astimezone(self.tz) - timedelta(hours=self.rng.randrange(1, 48)))
         kind = ("FOLLOWUP", "A follow up visit from a previous appointment") if follow_up else (
             "CHECKUP", "A routine check-up, such as an annual physical"
         )

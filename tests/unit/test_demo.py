@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import fhirkit
@@ -21,6 +25,8 @@ from fhir_server.demo import (
 from resources.jsonio import dumps, loads
 
 Resource = dict[str, Any]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Small enough to keep the suite fast, big enough to reach the optional branches (conditions, extra labs, sharing).
 PATIENTS = 12
@@ -163,6 +169,18 @@ def test_same_seed_is_byte_identical() -> None:
     first = b"\n".join(dumps(b) for b in demo_bundles(PATIENTS, seed=7))
     second = b"\n".join(dumps(b) for b in demo_bundles(PATIENTS, seed=7))
     assert first == second
+
+
+def test_output_does_not_depend_on_the_process() -> None:
+    # String hashing is randomised per process; the data set must not pick that up (e.g. through set order).
+    expected = b"".join(dumps(b) + b"\n" for b in demo_bundles(3, seed=11))
+    for hash_seed in ("0", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run(
+            [sys.executable, "-m", "fhir_server.demo", "--patients", "3", "--seed", "11"],
+            capture_output=True, env=env, check=True, timeout=60, cwd=REPO_ROOT,
+        )  # fmt: skip
+        assert run.stdout == expected
 
 
 def test_different_seed_differs_and_prefix_is_stable() -> None:
