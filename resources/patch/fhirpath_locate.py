@@ -255,15 +255,14 @@ def children(node: Located, name: str) -> list[Located]:
         type_path = item["resourceType"] if isinstance(item, dict) and "resourceType" in item else member.type_path
         return Located(item, node, obj, obj_location, obj_type, key, index, type_path, member.choice_of)
 
-    if isinstance(value, list) or isinstance(extras, list):
-        values = value if isinstance(value, list) else []
+    if isinstance(value, list):
+        # A slot is an element if it has a value or id/extensions; companion slots past the end of the value array
+        # (malformed JSON) are not elements, so every located slot can be written through holder[key][index].
         companions = extras if isinstance(extras, list) else []
-        for index in range(max(len(values), len(companions))):
-            item = values[index] if index < len(values) else None
-            if item is None and not (index < len(companions) and companions[index] is not None):
-                continue
-            found.append(make(item, index))
-    elif value is not None or extras is not None:
+        for index, item in enumerate(value):
+            if item is not None or (index < len(companions) and companions[index] is not None):
+                found.append(make(item, index))
+    elif value is not None or isinstance(extras, dict):
         found.append(make(value, None))
     return found
 
@@ -329,7 +328,10 @@ def parse_path(expression: str) -> Ast:
     parser = FHIRPathParser(CommonTokenStream(lexer))
     parser.removeErrorListeners()
     parser.addErrorListener(_RaiseOnSyntaxError())
-    tree = parser.expression()
+    try:
+        tree = parser.expression()
+    except RecursionError:
+        raise PathError("the path is nested too deeply") from None
     trailing = parser.getCurrentToken()
     if trailing.type != Token.EOF:
         raise PathError(f"FHIRPath syntax error at column {trailing.column + 1}: unexpected {trailing.text!r}")
@@ -394,7 +396,10 @@ class Locator:
 
     def locate(self, ast: Ast, focus: list[Located] | None = None) -> list[Located]:
         self._view = None  # the resource may have changed since the last call
-        return _unique(self._eval(ast, [self.root()] if focus is None else focus, top=focus is None))
+        try:
+            return _unique(self._eval(ast, [self.root()] if focus is None else focus, top=focus is None))
+        except RecursionError:
+            raise PathError("the path is nested too deeply") from None
 
     # -- fhirpathpy for values ---------------------------------------------------------------------------------------
 

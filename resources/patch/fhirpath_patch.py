@@ -21,11 +21,11 @@ Rules implemented (spec text in quotes):
   arrays / objects left behind are removed, because FHIR JSON forbids them.
 * Replacing a primitive replaces it as an element, so its old id/extensions (``_birthDate``) go with it; to keep
   them, patch the value's extension separately.
+* A new element (and each member of a value built from parts) is written as an array or a single value as its
+  definition in :mod:`resources.model` says; repeating a part of a non-repeating element is an error.
 * "The type of the value must be correct for the place at which it will be added/inserted. Servers SHALL return an
-  error if the type is wrong": after each write, the written subtree is validated with fhirkit (the R4 schema
-  Aegis uses) and its errors are reported for that parameter. The same check decides a new element's cardinality:
-  the R4 model tables fhirpathpy ships have no cardinalities, so a new element is written as a single value and
-  wrapped in an array where fhirkit reports "expected an array".
+  error if the type is wrong": after each write, the written subtree is validated with fhirkit, the R4 validator
+  Aegis uses everywhere (:mod:`resources.validate`), and its errors are reported for that parameter.
 
 Whole-resource validity after the patch ("SHALL return an error if the outcome ... is not a valid resource") is left
 to the caller, which validates every write the same way whatever interaction produced it.
@@ -34,12 +34,12 @@ to the caller, which validates every write the same way whatever interaction pro
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fhirkit
 
+from resources import jsonio, model
 from resources.outcome import InvalidInput
 from resources.patch import messages
 from resources.patch.fhirpath_locate import (
@@ -61,8 +61,6 @@ _REQUIRED_PARTS = {
     "replace": ("path", "value"),
     "move": ("path", "source", "destination"),
 }
-# Bounds the fix-up loop; each round wraps at least one member, and a value has far fewer members than this.
-_MAX_SHAPE_FIXES = 1000
 
 
 class _Problem(Exception):
@@ -80,20 +78,31 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -
     Operations apply in order and all-or-nothing: the first failure raises InvalidInput naming
     ``Parameters.parameter[i]`` and nothing of the patch is kept.
     """
-    operations = _read_parameters(parameters)
+    try:
+        operations = _read_parameters(parameters)
+    except RecursionError:
+        raise InvalidInput("the Parameters resource is nested too deeply", expression="Parameters",
+                           message_id=messages.PATCH_DOCUMENT_INVALID) from None  # fmt: skip
     patched: dict[str, Any] = copy.deepcopy(resource)
     for index, operation in operations:
         where = f"Parameters.parameter[{index}]"
         try:
-            _apply(patched, operation)
+            try:
+                _apply(patched, operation)
+            except RecursionError:
+                raise _Problem("the value is nested too deeply", messages.PATCH_DOCUMENT_INVALID) from None
         except _Problem as problem:
-            path = operation.path if operation.path is not None else ""
             raise InvalidInput(
-                f"{where} ({operation.type} at {path!r}): {problem.message}",
+                f"{operation.type} at {_clip(operation.path)!r}: {problem.message}",
                 expression=where,
                 message_id=problem.message_id,
             ) from None
     return patched
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """Echoed client input is cut short: a diagnostic should point at the problem, not repeat a huge document."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -105,7 +114,7 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -
 class _Operation:
     type: str
     parts: dict[str, dict[str, Any]]
-    path: str | None
+    path: str
 
 
 def _read_parameters(parameters: Any) -> list[tuple[int, _Operation]]:
@@ -128,7 +137,7 @@ def _read_parameters(parameters: Any) -> list[tuple[int, _Operation]]:
         try:
             out.append((index, _read_operation(entry)))
         except _Problem as problem:
-            raise InvalidInput(f"{where}: {problem.message}", expression=where, message_id=problem.message_id) from None
+            raise InvalidInput(problem.message, expression=where, message_id=problem.message_id) from None
     return out
 
 
@@ -177,7 +186,9 @@ def _scalar(part: dict[str, Any], kind: type) -> Any:
     value = part.get(key) if key else None
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _Problem(f"part {part['name']!r} must be a non-negative valueInteger", messages.PATCH_DOCUMENT_INVALID)
+            raise _Problem(
+                f"part {part['name']!r} must be a non-negative valueInteger", messages.PATCH_DOCUMENT_INVALID
+            )
     elif not isinstance(value, kind) or not value:
         raise _Problem(f"part {part['name']!r} must have a non-empty string value", messages.PATCH_DOCUMENT_INVALID)
     return value
@@ -201,6 +212,10 @@ def _value(part: dict[str, Any], type_path: str | None) -> _Value:
             messages.PATCH_DOCUMENT_INVALID,
         )
     if key:
+        if part[key] is None or isinstance(part[key], list):
+            # Parameters.parameter.value[x] is one value; an array would be written into the resource as a list.
+            raise _Problem(f"{key} must be a single value, not {'null' if part[key] is None else 'an array'}",
+                           messages.PATCH_DOCUMENT_INVALID)  # fmt: skip
         companion = part.get(f"_{key}")
         if companion is not None and not isinstance(companion, dict):
             raise _Problem(f"_{key} must be an object", messages.PATCH_DOCUMENT_INVALID)
@@ -223,8 +238,19 @@ def _build(parts: Any, type_path: str | None) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise _Problem("every part of a value needs a name", messages.PATCH_DOCUMENT_INVALID)
         key, member_type = _member_key(type_path, name, part)
-        _append_member(built, key, _value(part, member_type), allow_single_to_list=True)
+        _put_member(built, key, _value(part, member_type), _is_array(type_path, key), building=True)
     return built
+
+
+def _is_array(type_path: str | None, key: str) -> bool | None:
+    """Whether member ``key`` of ``type_path`` is an array in FHIR JSON; None when the model does not know it."""
+    if type_path is None:
+        return None
+    try:
+        info = model.element(type_path, key)
+    except KeyError:
+        return None
+    return None if info is None else info.is_array
 
 
 def _member_key(type_path: str | None, name: str, part: dict[str, Any]) -> tuple[str, str | None]:
@@ -299,23 +325,28 @@ def _aligned_companions(obj: dict[str, Any], key: str, length: int) -> list[Any]
     return companion
 
 
-def _append_member(obj: dict[str, Any], key: str, value: _Value, *, allow_single_to_list: bool) -> int | None:
-    """Adds ``value`` as member ``key``: new member, or appended to an existing array. Returns the array index used,
-    or None for a new single member (whose cardinality the caller may still fix)."""
+def _put_member(obj: dict[str, Any], key: str, value: _Value, is_array: bool | None, *, building: bool) -> int | None:
+    """Writes ``value`` as member ``key`` of ``obj``: a new member (an array of one if the element repeats) or one more
+    item of an existing array. Returns the array index written, None for a single value.
+
+    An existing single value is an error for add; while ``building`` a value from parts, a second part of the same
+    name makes the member an array unless the model says the element does not repeat."""
     present = key in obj or f"_{key}" in obj
     if not present:
-        obj[key] = value.json
+        obj[key] = [value.json] if is_array else value.json
         if value.companion is not None:
-            obj[f"_{key}"] = value.companion
-        return None
+            obj[f"_{key}"] = [value.companion] if is_array else value.companion
+        return 0 if is_array else None
     existing = obj.get(key)
     if not isinstance(existing, list):
-        if not allow_single_to_list:
+        if not building:
             raise _Problem(
                 f"{key} already has a value and is not a list; use replace to change it",
                 messages.FHIRPATH_VALUE_INVALID,
             )
-        # Repeated part names build an array out of what was a single member.
+        if is_array is False:
+            raise _Problem(f"{key} is not a repeating element but is given more than once",
+                           messages.FHIRPATH_VALUE_INVALID)  # fmt: skip
         existing = [existing]
         obj[key] = existing
         old_companion = obj.get(f"_{key}")
@@ -398,7 +429,6 @@ def _rename_in_place(obj: dict[str, Any], old: str, new: str, value: Any) -> Non
 
 
 def _apply(resource: dict[str, Any], operation: _Operation) -> None:
-    assert operation.path is not None  # every operation type requires a path; checked when reading
     try:
         ast = parse_path(operation.path)
     except PathError as exc:
@@ -411,13 +441,13 @@ def _apply(resource: dict[str, Any], operation: _Operation) -> None:
         raise _Problem(str(exc), messages.FHIRPATH_PATH_INVALID) from None
 
 
-def _one(nodes: list[Located], path: str, what: str) -> Located:
+def _one(nodes: list[Located], what: str) -> Located:
     if not nodes:
-        raise _Problem(f"the path {path!r} matched no element", messages.FHIRPATH_PATH_MATCH)
+        raise _Problem("the path matched no element", messages.FHIRPATH_PATH_MATCH)
     if len(nodes) > 1:
         shown = ", ".join(n.location for n in nodes[:5]) + (", ..." if len(nodes) > 5 else "")
         raise _Problem(
-            f"the path {path!r} matched {len(nodes)} elements ({shown}); {what} needs exactly one",
+            f"the path matched {len(nodes)} elements ({shown}); {what} needs exactly one",
             messages.FHIRPATH_PATH_MATCH,
         )
     return nodes[0]
@@ -427,14 +457,14 @@ def _delete(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Op
     nodes = locator.locate(ast)
     if not nodes:
         return  # "Path of the element to delete (if found)"
-    node = _one(nodes, operation.path or "", "delete")
+    node = _one(nodes, "delete")
     if node.is_resource_root:
         raise _Problem("the resource itself cannot be deleted", messages.FHIRPATH_PATH_MATCH)
     _remove(node)
 
 
 def _replace(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Operation) -> None:
-    node = _one(locator.locate(ast), operation.path or "", "replace")
+    node = _one(locator.locate(ast), "replace")
     holder = node.holder
     if holder is None:
         raise _Problem("the resource itself cannot be replaced; use update (PUT)", messages.FHIRPATH_PATH_MATCH)
@@ -455,18 +485,19 @@ def _replace(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _O
             _rename_in_place(holder, key, new_key, value.json)
             if value.companion is not None:
                 holder[f"_{new_key}"] = value.companion
-            _fit(resource, exact=[], within=[f"{node.holder_location}.{new_key}", f"{node.holder_location}._{new_key}"])
+            written = [f"{node.holder_location}.{new_key}", f"{node.holder_location}._{new_key}"]
+            _check_written(resource, exact=[], within=written)
             return
     if node.index is None:
         holder[key] = value.json
     else:
         holder[key][node.index] = value.json
     _set_companion(holder, key, node.index, value.companion)
-    _fit(resource, exact=[], within=[node.location, node.companion_location])
+    _check_written(resource, exact=[], within=[node.location, node.companion_location])
 
 
 def _add(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Operation) -> None:
-    node = _one(locator.locate(ast), operation.path or "", "add")
+    node = _one(locator.locate(ast), "add")
     name = _scalar(operation.parts["name"], str).removesuffix("[x]")
     if not name[:1].isalpha() or not name.isalnum() or name == "resourceType":
         raise _Problem(f"{name!r} is not an element name", messages.PATCH_DOCUMENT_INVALID)
@@ -486,12 +517,13 @@ def _add(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Opera
             f"cannot add {key}: the choice element already has a value ({taken[0]}); use replace to change it",
             messages.FHIRPATH_VALUE_INVALID,
         )
-    index = _append_member(obj, key, value, allow_single_to_list=False)
+    index = _put_member(obj, key, value, _is_array(obj_type, key), building=False)
     member_location = f"{obj_location}.{key}"
     if index is None:
-        _fit(resource, exact=[member_location], within=[member_location, f"{obj_location}._{key}"])
+        _check_written(resource, exact=[member_location], within=[member_location, f"{obj_location}._{key}"])
     else:
-        _fit(resource, exact=[], within=[f"{member_location}[{index}]", f"{obj_location}._{key}[{index}]"])
+        _check_written(resource, exact=[member_location],
+                       within=[f"{member_location}[{index}]", f"{obj_location}._{key}[{index}]"])  # fmt: skip
 
 
 def _create_companion(node: Located) -> dict[str, Any]:
@@ -513,7 +545,7 @@ def _list_target(locator: Locator, ast: Ast, operation: _Operation) -> tuple[Loc
         )
     container_ast, name = split
     holders = locator.locate(container_ast) if container_ast is not None else [locator.root()]
-    holder = _one(holders, operation.path or "", operation.type)
+    holder = _one(holders, operation.type)
     if name == "resourceType":
         raise _Problem("resourceType is not a list", messages.FHIRPATH_VALUE_INVALID)
     return holder, name
@@ -529,6 +561,8 @@ def _insert(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Op
     value = _value(operation.parts["value"], member_type)
     items = obj.get(key) if obj is not None else None
     if items is None and not (obj is not None and f"_{key}" in obj):
+        if _is_array(obj_type, key) is False:
+            raise _Problem(f"{obj_location}.{key} is not a repeating element", messages.FHIRPATH_VALUE_INVALID)
         if index != 0:
             raise _Problem(f"index {index} is beyond the end of {obj_location}.{key} (0 items)",
                            messages.FHIRPATH_INDEX_INVALID)  # fmt: skip
@@ -537,7 +571,8 @@ def _insert(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Op
         obj[key] = [value.json]
         if value.companion is not None:
             obj[f"_{key}"] = [value.companion]
-        _fit(resource, exact=[f"{obj_location}.{key}"], within=[f"{obj_location}.{key}[0]", f"{obj_location}._{key}[0]"])
+        first = [f"{obj_location}.{key}[0]", f"{obj_location}._{key}[0]"]
+        _check_written(resource, exact=[f"{obj_location}.{key}"], within=first)
         return
     if obj is None or not isinstance(items, list):
         raise _Problem(f"{obj_location}.{key} is not a list", messages.FHIRPATH_VALUE_INVALID)
@@ -550,7 +585,7 @@ def _insert(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Op
     if value.companion is not None or isinstance(obj.get(f"_{key}"), list):
         _aligned_companions(obj, key, len(items) - 1).insert(index, value.companion)
         _tidy_companion(obj, key)
-    _fit(resource, exact=[], within=[f"{obj_location}.{key}[{index}]", f"{obj_location}._{key}[{index}]"])
+    _check_written(resource, exact=[], within=[f"{obj_location}.{key}[{index}]", f"{obj_location}._{key}[{index}]"])
 
 
 def _move(resource: dict[str, Any], locator: Locator, ast: Ast, operation: _Operation) -> None:
@@ -583,21 +618,14 @@ def _under(path: str, prefixes: list[str]) -> bool:
     return any(path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in prefixes)
 
 
-def _fit(resource: dict[str, Any], *, exact: list[str], within: list[str]) -> None:
-    """Validates the written subtree (``within``) with fhirkit; wraps members that the schema says are arrays
-    (a new element, or repeated members of a value built from parts) and reports any other error there."""
-    for _ in range(_MAX_SHAPE_FIXES):
-        issues = [
-            issue
-            for issue in fhirkit.validate(resource)
-            if issue.severity == "error" and (issue.path in exact or _under(issue.path, within))
-        ]
-        wrappable = [i for i in issues if i.message.startswith("expected an array")]
-        if not wrappable:
-            break
-        _wrap_in_array(resource, wrappable[0].path)
-    else:  # pragma: no cover - a value cannot need more wraps than it has members
-        raise _Problem("the value could not be shaped to the element", messages.FHIRPATH_VALUE_INVALID)
+def _check_written(resource: dict[str, Any], *, exact: list[str], within: list[str]) -> None:
+    """Reports fhirkit's errors at the locations ``exact`` and inside the written subtrees ``within``; errors
+    elsewhere were in the resource before the patch and are the caller's (whole-resource validation) to judge."""
+    issues = [
+        issue
+        for issue in fhirkit.validate(jsonio.dumps(resource))
+        if issue.severity == "error" and (issue.path in exact or _under(issue.path, within))
+    ]
     if issues:
         detail = "; ".join(
             f"{issue.path} is not a repeating element"
@@ -606,27 +634,3 @@ def _fit(resource: dict[str, Any], *, exact: list[str], within: list[str]) -> No
             for issue in issues[:5]
         )
         raise _Problem(f"the value does not fit the element: {detail}", messages.FHIRPATH_VALUE_INVALID)
-
-
-def _wrap_in_array(resource: dict[str, Any], location: str) -> None:
-    steps = list(_steps(location))
-    holder: Any = resource
-    for step in steps[:-1]:
-        holder = holder[step]
-    key = steps[-1]
-    assert isinstance(holder, dict) and isinstance(key, str)
-    holder[key] = [holder[key]]
-    companion = holder.get(f"_{key}")
-    if companion is not None and not isinstance(companion, list):
-        holder[f"_{key}"] = [companion]
-
-
-def _steps(location: str) -> Iterator[str | int]:
-    """``Patient.contact[0].name`` → "contact", 0, "name" (fhirkit's issue paths; the resource type is skipped)."""
-    for segment in location.split(".")[1:]:
-        name, _, rest = segment.partition("[")
-        yield name
-        while rest:
-            number, _, rest = rest.partition("]")
-            yield int(number)
-            rest = rest.removeprefix("[")

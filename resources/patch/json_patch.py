@@ -15,9 +15,9 @@ Applying is done by ``jsonpatch``. This module adds what the library leaves to i
 
 Error mapping (RFC 5789 §2.2 leaves the choice to the server):
 
-* malformed document, unknown op, missing/mistyped member, invalid pointer syntax → 400 InvalidInput (AEGIS-250);
-* a pointer that does not lead to an existing location → 400 InvalidInput (AEGIS-251);
-* a ``test`` that finds a different value → 422 Unprocessable (AEGIS-252): the document is well-formed and the
+* malformed document, unknown op, missing/mistyped member, invalid pointer syntax → 400 InvalidInput (AEGIS-270);
+* a pointer that does not lead to an existing location → 400 InvalidInput (AEGIS-271);
+* a ``test`` that finds a different value → 422 Unprocessable (AEGIS-272): the document is well-formed and the
   resource exists, it is just not in the state the client required, the case RFC 5789 assigns 422 to, and the status
   HAPI FHIR answers with; a client can tell "my patch is wrong" from "the resource changed under me".
 
@@ -63,7 +63,7 @@ def apply_json_patch(resource: dict[str, Any], patch_body: Any) -> dict[str, Any
         document = _apply_one(document, operation, where)
         if not isinstance(document, dict) or document.get("resourceType") != resource_type:
             raise InvalidInput(
-                f"{where} ({operation['op']} {operation['path']!r}): the result must stay a {resource_type} resource; "
+                f"{operation['op']} {_clip(operation['path'])!r}: the result must stay a {resource_type} resource; "
                 "a patch cannot replace the whole resource with something else or change its resourceType",
                 expression=where,
                 message_id=messages.PATCH_RESULT_INVALID,
@@ -85,8 +85,13 @@ def _kind(value: Any) -> str:
     return "an array" if isinstance(value, list) else type(value).__name__
 
 
+def _clip(text: str, limit: int = 200) -> str:
+    """Echoed client input is cut short: a diagnostic should point at the problem, not repeat a huge document."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _malformed(where: str, detail: str) -> InvalidInput:
-    return InvalidInput(f"{where}: {detail}", expression=where, message_id=messages.PATCH_DOCUMENT_INVALID)
+    return InvalidInput(detail, expression=where, message_id=messages.PATCH_DOCUMENT_INVALID)
 
 
 def _check_operation(operation: Any, where: str) -> None:
@@ -107,14 +112,14 @@ def _check_operation(operation: Any, where: str) -> None:
         try:
             jsonpointer.JsonPointer(pointer)
         except jsonpointer.JsonPointerException as exc:
-            raise _malformed(where, f"'{member}' {pointer!r} is not a valid JSON Pointer: {exc}") from None
+            raise _malformed(where, f"'{member}' {_clip(pointer)!r} is not a valid JSON Pointer: {exc}") from None
     if op in _OPS_WITH_VALUE and "value" not in operation:
         raise _malformed(where, f"{op} needs a 'value' member")
 
 
 def _apply_one(document: Any, operation: dict[str, Any], where: str) -> Any:
     op, path = operation["op"], operation["path"]
-    label = f"{where} ({op} {path!r})"
+    label = f"{op} {_clip(path)!r}"
     try:
         return jsonpatch.JsonPatch([operation]).apply(document, in_place=True, atomic=True)
     except jsonpatch.JsonPatchTestFailed:
@@ -125,7 +130,7 @@ def _apply_one(document: Any, operation: dict[str, Any], where: str) -> Any:
             message_id=messages.PATCH_TEST_FAILED,
         ) from None
     except jsonpatch.InvalidJsonPatch as exc:
-        raise InvalidInput(f"{label}: {exc}", expression=where, message_id=messages.PATCH_DOCUMENT_INVALID) from None
+        raise _malformed(where, f"{label}: {exc}") from None
     except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
         problem = _explain(document, operation)
         if problem is None:
@@ -146,7 +151,11 @@ def _explain(document: Any, operation: dict[str, Any]) -> str | None:
 def _pointer_problem(document: Any, pointer: str, *, must_exist: bool) -> str | None:
     """Walks ``pointer`` and says where it stops leading anywhere; None if it resolves (or, for a target that need
     not exist yet, if its parent does and the last step is a valid place to add)."""
-    parts = jsonpointer.JsonPointer(pointer).parts
+    problem = _first_problem(document, jsonpointer.JsonPointer(pointer).parts, must_exist=must_exist)
+    return None if problem is None else _clip(problem, 400)
+
+
+def _first_problem(document: Any, parts: list[str], *, must_exist: bool) -> str | None:
     if not parts:
         return None
     current = document
@@ -163,7 +172,8 @@ def _pointer_problem(document: Any, pointer: str, *, must_exist: bool) -> str | 
         elif isinstance(current, list):
             if last and not must_exist and part == "-":
                 return None
-            if part == "-" or not (part == "0" or (part.isdigit() and not part.startswith("0"))):
+            # RFC 6901 array index: "0" or digits without a leading zero (ASCII only: "²".isdigit() is true)
+            if not (part == "0" or (part.isascii() and part.isdigit() and not part.startswith("0"))):
                 return f"{part!r} in {here} is not an array index (the value at {walked or '/'} is an array)"
             limit = len(current) if last and not must_exist else len(current) - 1
             if int(part) > limit:
