@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions import create, delete, history, patch, read, search, update
-from fhir_server.interactions.common import Services, check_type, resource_body
+from fhir_server.interactions.common import Services, check_type
 from resources.outcome import MethodNotAllowed, NotFound, NotImplementedYet
 
 TYPE_INTERACTIONS = (
@@ -31,9 +31,10 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
     n = len(segs)
     if n == 0:
         if method == "POST":
-            from fhir_server.interactions.bundle import batch_or_transaction
+            from fhir_server.interactions.bundle import batch_or_transaction, bundle_body
 
-            return await batch_or_transaction(svc, req, resource_body(req, "Bundle"))
+            bundle, invalid = bundle_body(req)
+            return await batch_or_transaction(svc, req, bundle, invalid)
         if method == "GET":
             raise NotImplementedYet("system-level search is not supported yet; search per resource type",
                                     message_id="AEGIS-206")

@@ -2,13 +2,15 @@
 
 Entries are processed in the order the spec gives (DELETE, POST, PUT, PATCH, then GET/HEAD) and answered in request
 order. Each entry goes through the same interaction code as a single request; for a transaction that code runs
-against a view of one open write unit (:class:`TxStore`), so any failing entry rolls back every entry. Create ids are
-assigned before processing so ``urn:uuid:`` fullUrls and references can be rewritten; conditional references
-(``Patient?identifier=…``) are resolved inside the unit. Reads (GET entries) run after the commit.
+against a view of one open write unit (:class:`TxStore`), so any failing entry rolls back every entry. Once the
+DELETEs are done, create ids are assigned before any other entry is processed, so ``urn:uuid:`` fullUrls and
+references can be rewritten; conditional references (``Patient?identifier=…``) are resolved inside the unit. Reads
+(GET entries) run after the commit. In a batch, an entry whose resource is invalid fails alone (:func:`bundle_body`).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,19 +19,23 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.bundling import status_line
-from fhir_server.interactions.common import Services, criteria_from_string
+from fhir_server.interactions.common import Services, criteria_from_string, resource_body
 from fhir_server.search.criteria import Criteria
 from fhir_server.storage.base import HistoryQuery, OutboxEvent, Page, Store, Version, WriteTx
+from resources import jsonio
 from resources.ids import new_id
 from resources.outcome import FhirError, InvalidInput, Issue, PreconditionFailed
+from resources.validate import validate_resource
 
 T = TypeVar("T")
 Dispatch = Callable[[Services, FhirRequest], Awaitable[FhirResponse]]
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 3, "GET": 4, "HEAD": 4}
 _CONDITIONAL_REF = re.compile(r"[A-Z][A-Za-z]+\?.+")
+_ENTRY_RESOURCE = re.compile(r"Bundle\.entry\[\d+\]\.resource(?:[.\[].*)?")
 
 
 class TxStore(Store):
@@ -143,11 +149,15 @@ def _patch_entry_body(entry: Entry) -> None:
     """A JSON Patch travels in a transaction as a Binary; unwrap it into the sub-request's body."""
     res = entry.resource
     if res is not None and res.get("resourceType") == "Binary":
-        import base64
-
+        try:
+            body = base64.b64decode(res.get("data", ""), validate=True)
+        except ValueError:
+            raise InvalidInput("the Binary's data is not valid base64",
+                               expression=f"Bundle.entry[{entry.index}].resource.data",
+                               message_id="AEGIS-258") from None
         entry.headers["content-type"] = res.get("contentType", "application/json-patch+json")
         entry.resource = None
-        entry.body = base64.b64decode(res.get("data", ""))
+        entry.body = body
 
 
 def _rewrite(node: Any, mapping: dict[str, str], conditional: dict[str, str]) -> Any:
@@ -222,7 +232,52 @@ async def _run(dispatch: Dispatch, svc: Services, entry: Entry, outer: FhirReque
     return await dispatch(svc, entry.request(outer))
 
 
-async def batch_or_transaction(svc: Services, req: FhirRequest, bundle: dict[str, Any]) -> FhirResponse:
+def bundle_body(req: FhirRequest) -> tuple[dict[str, Any], dict[int, InvalidInput]]:
+    """The request's Bundle, validated, and the entries whose resource is invalid, by index.
+
+    A transaction with an invalid entry resource fails as a whole. A batch's entries stand alone, so there each entry
+    resource is validated on its own and an invalid one fails only its entry; the Bundle itself must still be valid.
+    """
+    try:
+        return resource_body(req, "Bundle"), {}
+    except InvalidInput as exc:
+        if not all(i.expression and all(_ENTRY_RESOURCE.fullmatch(e) for e in i.expression) for i in exc.issues):
+            raise
+        raw = _unvalidated(req)
+        entries = raw.get("entry") if raw is not None else None
+        if raw is None or raw.get("resourceType") != "Bundle" or raw.get("type") != "batch" \
+                or not isinstance(entries, list) \
+                or not all(isinstance(e, dict) and isinstance(e.get("resource", {}), dict) for e in entries):
+            raise  # only an entry that holds a resource object can fail on its own
+    invalid: dict[int, InvalidInput] = {}
+    for i, entry in enumerate(entries):
+        if "resource" in entry:
+            try:
+                validate_resource(entry["resource"])
+            except InvalidInput as bad:
+                invalid[i] = bad
+    validate_resource({**raw, "entry": [{k: v for k, v in e.items() if k != "resource"} for e in entries]})
+    return raw, invalid
+
+
+def _unvalidated(req: FhirRequest) -> dict[str, Any] | None:
+    """The body parsed without validation, or None when it does not even parse."""
+    try:
+        if body_media_type(req.header("content-type")) == "xml":
+            from resources.xml import xml_to_resource
+
+            parsed: Any = xml_to_resource(req.body)
+        else:
+            parsed = jsonio.loads(req.body)
+    except (ValueError, FhirError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+async def batch_or_transaction(
+    svc: Services, req: FhirRequest, bundle: dict[str, Any], invalid: dict[int, InvalidInput] | None = None
+) -> FhirResponse:
+    """``invalid``: batch entries whose resource failed validation (see :func:`bundle_body`); each answers 400."""
     from fhir_server.routing import dispatch
 
     kind = bundle.get("type")
@@ -230,13 +285,22 @@ async def batch_or_transaction(svc: Services, req: FhirRequest, bundle: dict[str
         raise InvalidInput(f"POST to the base takes a batch or transaction Bundle, not type {kind!r}",
                            expression="Bundle.type", message_id="AEGIS-255")
     entries = _entries(bundle, req.base)
+    invalid = dict(invalid or {})
     for e in entries:
         if e.method == "PATCH":
-            _patch_entry_body(e)
+            try:
+                _patch_entry_body(e)
+            except InvalidInput as exc:
+                if kind != "batch":
+                    raise _in_entry(e, exc) from None
+                invalid[e.index] = exc
     ordered = sorted(entries, key=lambda e: (ORDER[e.method], e.index))
     results: dict[int, dict[str, Any]] = {}
     if kind == "batch":
         for e in ordered:
+            if e.index in invalid:
+                results[e.index] = _error_entry(_in_entry(e, invalid[e.index]))
+                continue
             try:
                 results[e.index] = _response_entry(await _run(dispatch, svc, e, req), req)
             except FhirError as exc:
@@ -247,18 +311,28 @@ async def batch_or_transaction(svc: Services, req: FhirRequest, bundle: dict[str
 
         async def unit(tx: WriteTx) -> dict[int, dict[str, Any]]:
             tx_svc = Services(TxStore(tx), svc.settings)
-            await _resolve_ids(tx, writes)
-            mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in writes
-                       if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
-            conditional = await _resolve_conditional_refs(tx, writes)
             done: dict[int, dict[str, Any]] = {}
-            for e in writes:
-                if e.resource is not None:
-                    e.resource = _rewrite(e.resource, mapping, conditional)
+
+            async def process(e: Entry) -> None:
                 try:
                     done[e.index] = _response_entry(await _run(dispatch, tx_svc, e, req), req)
                 except FhirError as exc:
                     raise _in_entry(e, exc) from None
+
+            # DELETEs come first and carry no resource to rewrite; the ids and references of the other entries are
+            # resolved after them, so a conditional create or reference sees the state the deletions left
+            deletes = [e for e in writes if e.method == "DELETE"]
+            others = [e for e in writes if e.method != "DELETE"]
+            for e in deletes:
+                await process(e)
+            await _resolve_ids(tx, others)
+            mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in others
+                       if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
+            conditional = await _resolve_conditional_refs(tx, others)
+            for e in others:
+                if e.resource is not None:
+                    e.resource = _rewrite(e.resource, mapping, conditional)
+                await process(e)
             return done
 
         results = await svc.store.transact(unit)

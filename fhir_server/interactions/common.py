@@ -17,6 +17,7 @@ from resources.model import is_resource_type
 from resources.outcome import Gone, InvalidInput, NotFound, info_outcome
 from resources.validate import parse_json_resource, validate_resource
 
+UTF8_BOM = b"\xef\xbb\xbf"
 # query parameters that shape the response rather than select resources
 RESULT_PARAMS = frozenset({"_format", "_pretty", "_summary", "_elements", "_count", "_cursor", "_total", "_sort"})
 
@@ -39,7 +40,8 @@ def parse_resource(body: bytes, media: str) -> dict[str, Any]:
         resource = xml_to_resource(body)
         validate_resource(resource)
         return resource
-    return parse_json_resource(body)
+    # RFC 8259 §8.1 lets a parser ignore a byte order mark; the JSON decoder behind the validator does not
+    return parse_json_resource(body.removeprefix(UTF8_BOM))
 
 
 def resource_body(req: FhirRequest, rtype: str | None) -> dict[str, Any]:

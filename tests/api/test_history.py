@@ -119,10 +119,10 @@ def test_type_history_since_with_paging(client: httpx.Client) -> None:
     flag = {"resourceType": "Flag", "status": "active", "code": {"text": "allergy"},
             "subject": {"reference": f"Patient/{uid()}"}}
     written: list[tuple[str, str]] = []
-    since = None
+    since = ""
     for i in range(4):
         body = create(client, flag)
-        since = since or body["meta"]["lastUpdated"]
+        since = since or str(body["meta"]["lastUpdated"])
         written.append((body["id"], "1"))
         if i % 2 == 0:
             wait_ms(2)
@@ -136,6 +136,9 @@ def test_type_history_since_with_paging(client: httpx.Client) -> None:
     stamps = [e["response"]["lastModified"] for e in entries]
     assert stamps == sorted(stamps, reverse=True)
     assert all(e["fullUrl"].endswith(f"/Flag/{e['resource']['id']}") for e in entries)
+    # at the instant of the first write, only the first Flag's first version was current
+    at = history_entries(client, "/Flag/_history", _at=since)
+    assert [(e["resource"]["id"], e["resource"]["meta"]["versionId"]) for e in at] == [written[0]]
 
 
 def test_type_history_count_limits_page(client: httpx.Client) -> None:

@@ -26,7 +26,7 @@ from tests.api._util import (
 
 
 def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)
 
 
 def test_server_sets_meta_on_create(client: httpx.Client) -> None:
