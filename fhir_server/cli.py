@@ -61,7 +61,7 @@ def serve(
     console.print(f"Aegis serving FHIR R4 at [bold]http://{settings.host}:{settings.port}/fhir[/bold] "
                   f"(store: {settings.store_url()})")
     uvicorn.run(aegis, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False, loop="uvloop", http="httptools", lifespan="on")
+                access_log=False, loop="uvloop", http="httptools", lifespan="on", server_header=False)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-import time
+from functools import lru_cache
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -79,9 +79,14 @@ def parse_etag(value: str, header: str) -> int:
     return int(raw)
 
 
+@lru_cache(maxsize=4096)
+def _http_date_of_second(second: str) -> str:
+    return formatdate(instant_seconds(second), usegmt=True)
+
+
 def http_date(instant: str) -> str:
-    secs = calendar.timegm(time.strptime(instant[:19], "%Y-%m-%dT%H:%M:%S"))
-    return formatdate(secs, usegmt=True)
+    """RFC 9110 date of a stored instant (cached per second: it is on every read's path)."""
+    return _http_date_of_second(instant[:19])
 
 
 def http_date_seconds(value: str) -> int | None:
@@ -92,7 +97,9 @@ def http_date_seconds(value: str) -> int | None:
 
 
 def instant_seconds(instant: str) -> int:
-    return calendar.timegm(time.strptime(instant[:19], "%Y-%m-%dT%H:%M:%S"))
+    """Epoch seconds of a stored UTC instant (fixed layout ``YYYY-MM-DDTHH:MM:SS…Z``)."""
+    return calendar.timegm((int(instant[0:4]), int(instant[5:7]), int(instant[8:10]), int(instant[11:13]),
+                            int(instant[14:16]), int(instant[17:19]), 0, 0, 0))
 
 
 def version_headers(version: Version, req: FhirRequest, *, location: bool = False) -> dict[str, str]:
