@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fhir_server.interactions.common import Services
 from fhir_server.loader import load_resource
-from fhir_server.search.criteria import Criteria
+from fhir_server.search.tree import MatchAll
 
 if TYPE_CHECKING:
     from fhir_server.app import AegisApp
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 async def load_demo_if_empty(app: AegisApp) -> None:
     from fhir_server.demo import demo_bundles
 
-    if (await app.store.find("Patient", Criteria(), limit=1)).versions:
+    if (await app.store.find("Patient", MatchAll(), limit=1)).versions:
         return
     svc = Services(app.store, app.settings)
     count = 0

@@ -8,7 +8,8 @@ from typing import Any
 from resources import jsonio
 
 
-def finalize(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> bytes:
+def stamped(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> dict[str, Any]:
+    """The resource as it will be stored: server-owned id and meta set, canonical key order."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(vid)
     meta["lastUpdated"] = last_updated
@@ -16,7 +17,11 @@ def finalize(resource: dict[str, Any], rid: str, vid: int, last_updated: str) ->
     for key, value in resource.items():
         if key not in out:
             out[key] = value
-    return jsonio.dumps(out)
+    return out
+
+
+def finalize(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> bytes:
+    return jsonio.dumps(stamped(resource, rid, vid, last_updated))
 
 
 def identifiers(resource: dict[str, Any]) -> list[tuple[str, str]]:

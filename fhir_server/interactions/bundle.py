@@ -23,8 +23,8 @@ from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.bundling import status_line
 from fhir_server.interactions.common import Services, criteria_from_string, resource_body
-from fhir_server.search.criteria import Criteria
-from fhir_server.storage.base import HistoryQuery, OutboxEvent, Page, Store, Version, WriteTx
+from fhir_server.search.tree import Node, Param
+from fhir_server.storage.base import HistoryQuery, OutboxEvent, Page, SearchPage, SearchQuery, Store, Version, WriteTx
 from resources import jsonio
 from resources.ids import new_id
 from resources.outcome import FhirError, InvalidInput, Issue, PreconditionFailed
@@ -59,11 +59,17 @@ class TxStore(Store):
     async def history(self, query: HistoryQuery) -> Page:
         return await self._tx.history(query)
 
-    async def find(self, rtype: str, criteria: Criteria, *, limit: int, after_seq: int | None = None) -> Page:
-        return await self._tx.find(rtype, criteria, limit=limit, after_seq=after_seq)
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self._tx.search(query)
 
-    async def count(self, rtype: str, criteria: Criteria) -> int:
-        return await self._tx.count(rtype, criteria)
+    async def count(self, rtype: str | None, tree: Node) -> int:
+        return await self._tx.count(rtype, tree)
+
+    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+        return await self._tx.referenced(keys, params, target_type)
+
+    async def referencing(self, targets: list[tuple[str, str]], params: list[Param]) -> tuple[list[int], list[Version]]:
+        return await self._tx.referencing(targets, params)
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         return await unit(self._tx)
@@ -368,12 +374,12 @@ async def _resolve_ids(tx: WriteTx, writes: list[Entry]) -> None:
             e.assigned_id = new_id()
             ine = e.headers.get("if-none-exist")
             if ine:
-                page = await tx.find(e.rtype, criteria_from_string(ine, "ifNoneExist"), limit=2)
+                page = await tx.find(e.rtype, criteria_from_string(e.rtype, ine, "ifNoneExist"), limit=2)
                 if len(page.versions) == 1:
                     e.assigned_id = page.versions[0].rid
         elif e.method == "PUT":
             if e.query:
-                page = await tx.find(e.rtype, criteria_from_string(e.query, "request.url"), limit=2)
+                page = await tx.find(e.rtype, criteria_from_string(e.rtype, e.query, "request.url"), limit=2)
                 if len(page.versions) > 1:
                     raise _in_entry(e, PreconditionFailed("the criteria match more than one resource",
                                                           message_id="AEGIS-223"))
@@ -393,7 +399,7 @@ async def _resolve_conditional_refs(tx: WriteTx, writes: list[Entry]) -> dict[st
     resolved: dict[str, str] = {}
     for ref in sorted(found):
         rtype, _, query = ref.partition("?")
-        page = await tx.find(rtype, criteria_from_string(query, "reference"), limit=2)
+        page = await tx.find(rtype, criteria_from_string(rtype, query, "reference"), limit=2)
         if len(page.versions) != 1:
             raise PreconditionFailed(
                 f"the conditional reference {ref!r} matches {len(page.versions)}"

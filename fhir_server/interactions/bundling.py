@@ -28,27 +28,29 @@ def parse_count(req: FhirRequest, default: int, maximum: int, *, minimum: int = 
     return min(int(raw), maximum)
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+def encode_cursor(values: tuple[object, ...]) -> str:
+    """An opaque cursor: where the previous page ended (keyset values), never an offset."""
+    return base64.urlsafe_b64encode(orjson.dumps(["v1", *values])).decode().rstrip("=")
 
 
-def parse_cursor(req: FhirRequest) -> int | None:
+def parse_cursor(req: FhirRequest) -> tuple[object, ...] | None:
     raw = req.param("_cursor")
     if raw is None:
         return None
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        tag, _, seq = text.partition(":")
-        if tag != "v1" or not seq.isdigit():
+        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(decoded, list) or not decoded or decoded[0] != "v1" or len(decoded) < 2:
             raise ValueError
-        return int(seq)
-    except ValueError:
+        if not all(isinstance(v, (int, float, str)) for v in decoded[1:]):
+            raise ValueError
+        return tuple(decoded[1:])
+    except (ValueError, orjson.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("_cursor is not a cursor this server issued", expression="_cursor",
                            message_id="AEGIS-181") from None
 
 
-def link(req: FhirRequest, relation: str, cursor: int | None, *, drop: tuple[str, ...] = ()) -> dict[str, str]:
-    pairs = [(k, v) for k, v in req.query if k != "_cursor" and k not in drop]
+def link(req: FhirRequest, relation: str, cursor: tuple[object, ...] | None) -> dict[str, str]:
+    pairs = [(k, v) for k, v in req.query if k != "_cursor"]
     if cursor is not None:
         pairs.append(("_cursor", encode_cursor(cursor)))
     path = "/".join(req.segments)
@@ -58,7 +60,7 @@ def link(req: FhirRequest, relation: str, cursor: int | None, *, drop: tuple[str
     return {"relation": relation, "url": url}
 
 
-def links(req: FhirRequest, next_cursor: int | None) -> list[dict[str, str]]:
+def links(req: FhirRequest, next_cursor: tuple[object, ...] | None) -> list[dict[str, str]]:
     out = [link(req, "self", parse_cursor(req))]
     if req.param("_cursor") is not None:
         out.append(link(req, "first", None))

@@ -10,7 +10,8 @@ from typing import Any
 
 from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
-from fhir_server.search.criteria import Criteria, parse_criteria
+from fhir_server.search.criteria import criteria_tree, parse_criteria
+from fhir_server.search.tree import MatchAll, Node
 from fhir_server.settings import Settings
 from fhir_server.storage.base import Store, Version
 from resources.model import is_resource_type
@@ -130,11 +131,15 @@ def written(req: FhirRequest, version: Version, status: int, message: str) -> Fh
     return FhirResponse(status, version.body, headers, version=version)
 
 
-def criteria_from_query(query: list[tuple[str, str]]) -> Criteria:
-    return parse_criteria([(k, v) for k, v in query if k not in RESULT_PARAMS])
+def criteria_from_query(rtype: str, query: list[tuple[str, str]], interaction: str) -> Node:
+    """The lowered tree of a conditional interaction's criteria; there must be some."""
+    criteria = parse_criteria([(k, v) for k, v in query if k not in RESULT_PARAMS])
+    if criteria.empty:
+        raise InvalidInput(f"a conditional {interaction} needs search criteria", message_id="AEGIS-172")
+    return criteria_tree(rtype, criteria)
 
 
-def criteria_from_string(text: str, header: str) -> Criteria:
+def criteria_from_string(rtype: str, text: str, header: str) -> Node:
     from urllib.parse import parse_qsl
 
     query = text.split("?", 1)[1] if "?" in text else text
@@ -145,4 +150,4 @@ def criteria_from_string(text: str, header: str) -> Criteria:
     criteria = parse_criteria(pairs)
     if criteria.empty:
         raise InvalidInput(f"{header}: no criteria given", message_id="AEGIS-172")
-    return criteria
+    return criteria_tree(rtype, criteria)

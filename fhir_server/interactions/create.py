@@ -6,14 +6,14 @@ from typing import Any
 
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.common import Services, criteria_from_string, resource_body, written
-from fhir_server.search.criteria import Criteria
+from fhir_server.search.tree import Node
 from fhir_server.storage.base import Version, WriteTx
 from resources.ids import new_id
 from resources.outcome import PreconditionFailed
 
 
 async def create_in(
-    tx: WriteTx, rtype: str, resource: dict[str, Any], *, rid: str | None = None, if_none_exist: Criteria | None
+    tx: WriteTx, rtype: str, resource: dict[str, Any], *, rid: str | None = None, if_none_exist: Node | None
 ) -> tuple[Version, int]:
     """Create inside an open transaction; with ``if_none_exist``, an existing single match is returned instead."""
     if if_none_exist is not None:
@@ -33,7 +33,7 @@ async def create_in(
 async def create(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
     resource = resource_body(req, rtype)
     ine = req.header("if-none-exist")
-    criteria = criteria_from_string(ine, "If-None-Exist") if ine else None
+    criteria = criteria_from_string(rtype, ine, "If-None-Exist") if ine else None
 
     async def unit(tx: WriteTx) -> tuple[Version, int]:
         return await create_in(tx, rtype, resource, rid=req.assigned_id, if_none_exist=criteria)

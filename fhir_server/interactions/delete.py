@@ -48,9 +48,7 @@ async def delete(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirR
 
 
 async def conditional_delete(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(req.query)
-    if criteria.empty:
-        raise InvalidInput("a conditional delete needs search criteria", message_id="AEGIS-230")
+    criteria = criteria_from_query(rtype, req.query, "delete")
     count_text = req.param("_count")
     allowed = 1
     if count_text is not None:

@@ -25,6 +25,15 @@ def _instant_param(req: FhirRequest, name: str) -> tuple[str, str] | None:
     return rng
 
 
+def _before(req: FhirRequest) -> int | None:
+    cursor = parse_cursor(req)
+    if cursor is None:
+        return None
+    if len(cursor) != 1 or not isinstance(cursor[0], int):
+        raise InvalidInput("_cursor is not a history cursor", expression="_cursor", message_id="AEGIS-181")
+    return cursor[0]
+
+
 async def history(svc: Services, req: FhirRequest, rtype: str | None = None, rid: str | None = None) -> FhirResponse:
     for key, _ in req.query:
         if key not in KNOWN:
@@ -41,13 +50,13 @@ async def history(svc: Services, req: FhirRequest, rtype: str | None = None, rid
         since=since[0] if since else None,
         at=at,
         count=parse_count(req, svc.settings.page_size, svc.settings.max_page_size),
-        before_seq=parse_cursor(req),
+        before_seq=_before(req),
     )
     page = await svc.store.history(query)
     bundle = {
         "resourceType": "Bundle",
         "type": "history",
-        "link": links(req, page.next_cursor),
+        "link": links(req, None if page.next_cursor is None else (page.next_cursor,)),
         "entry": [history_entry(req, v) for v in page.versions],
     }
     return FhirResponse(200, bundle)

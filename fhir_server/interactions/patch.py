@@ -68,9 +68,7 @@ async def patch(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirRe
 
 
 async def conditional_patch(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(req.query)
-    if criteria.empty:
-        raise InvalidInput("a conditional patch needs search criteria", message_id="AEGIS-244")
+    criteria = criteria_from_query(rtype, req.query, "patch")
     apply, if_match = patcher(req), _if_match(req)
 
     async def unit(tx: WriteTx) -> Version:

@@ -7,7 +7,9 @@ from urllib.parse import parse_qsl
 
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.bundling import links, parse_count, parse_cursor, search_entry
-from fhir_server.interactions.common import Services, criteria_from_query
+from fhir_server.interactions.common import RESULT_PARAMS, Services
+from fhir_server.search.criteria import criteria_tree, parse_criteria
+from fhir_server.storage.base import SearchQuery
 from resources.outcome import InvalidInput, UnsupportedMediaType
 
 
@@ -24,20 +26,20 @@ def form_query(req: FhirRequest) -> list[tuple[str, str]]:
 
 
 async def search(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(req.query)
+    tree = criteria_tree(rtype, parse_criteria([(k, v) for k, v in req.query if k not in RESULT_PARAMS]))
     count = parse_count(req, svc.settings.page_size, svc.settings.max_page_size, minimum=0)
     if req.param("_summary") == "count":
         count = 0
-    page = await svc.store.find(rtype, criteria, limit=max(count, 1), after_seq=parse_cursor(req))
-    versions = page.versions[:count]
+    after = parse_cursor(req)
+    want_total = req.param("_total") == "accurate" or count == 0
+    page = await svc.store.search(SearchQuery(rtype, tree, count=count, after=after, total=want_total))
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    first_page = parse_cursor(req) is None
-    if first_page and page.next_cursor is None and count:
+    if page.total is not None:
+        bundle["total"] = page.total
+    elif after is None and page.next_after is None:
         bundle["total"] = len(page.versions)  # exact, and free: everything fitted in one page
-    elif req.param("_total") == "accurate" or count == 0:
-        bundle["total"] = await svc.store.count(rtype, criteria)
-    bundle["link"] = links(req, page.next_cursor if count else None)
-    bundle["entry"] = [search_entry(req, v) for v in versions]
+    bundle["link"] = links(req, page.next_after)
+    bundle["entry"] = [search_entry(req, v) for v in page.versions]
     return FhirResponse(200, bundle)
 
 

@@ -56,9 +56,7 @@ async def update(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirR
 
 
 async def conditional_update(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(req.query)
-    if criteria.empty:
-        raise InvalidInput("a conditional update needs search criteria", message_id="AEGIS-222")
+    criteria = criteria_from_query(rtype, req.query, "update")
     resource = resource_body(req, rtype)
     body_id = resource.get("id")
     if_match = _if_match(req)

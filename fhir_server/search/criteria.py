@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_server.search.tree import IdIn, MatchAll, Node, Or, Param, TokenQ, And
 from resources.outcome import InvalidInput
 
 SUPPORTED = ("_id", "identifier")
@@ -80,3 +81,14 @@ def parse_criteria(pairs: list[tuple[str, str]]) -> Criteria:
         else:
             identifiers.append(tuple(_token(v, name) for v in values))
     return Criteria(tuple(ids), tuple(identifiers))
+
+
+def criteria_tree(rtype: str, criteria: Criteria) -> Node:
+    """The lowered search tree of the criteria."""
+    from fhir_server.search.rewrite import prepare_sync
+
+    items: list[Node] = [IdIn(ids) for ids in criteria.ids]
+    param = Param(rtype, "identifier", "token")
+    for tokens in criteria.identifiers:
+        items.append(Or(tuple(TokenQ(param, t.system or None, t.code, no_system=t.system == "") for t in tokens)))
+    return prepare_sync(And(tuple(items))) if items else MatchAll()

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fhir_server.search.criteria import Criteria
+from fhir_server.search.tree import Node, Param
 
 T = TypeVar("T")
 
@@ -55,6 +55,30 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class SortKey:
+    param: Param  # code "_id" sorts by id
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    rtype: str | None  # None: every type (narrow with a TypeIn node)
+    tree: Node  # lowered (see fhir_server.search.rewrite)
+    sort: tuple[SortKey, ...] = ()
+    count: int = 50
+    after: tuple[object, ...] | None = None  # keyset cursor: the sort values and key of the last row seen
+    total: bool = False  # also count every match
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    versions: list[Version]
+    keys: list[int]  # the store's key of each version's resource (for _include/_revinclude)
+    next_after: tuple[object, ...] | None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEvent:
     seq: int
     rtype: str
@@ -76,12 +100,25 @@ class ReadOps(ABC):
     async def history(self, query: HistoryQuery) -> Page: ...
 
     @abstractmethod
-    async def find(self, rtype: str, criteria: Criteria, *, limit: int, after_seq: int | None = None) -> Page:
-        """Current, non-deleted versions matching the criteria, oldest first, ``limit`` at most."""
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Current, non-deleted resources matching the tree, in sort order (then creation order)."""
 
     @abstractmethod
-    async def count(self, rtype: str, criteria: Criteria) -> int:
+    async def count(self, rtype: str | None, tree: Node) -> int:
         """How many current, non-deleted resources match."""
+
+    @abstractmethod
+    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+        """Current resources that the resources ``keys`` point at through ``params`` (``_include``)."""
+
+    @abstractmethod
+    async def referencing(self, targets: list[tuple[str, str]], params: list[Param]) -> tuple[list[int], list[Version]]:
+        """Current resources that point at any of ``targets`` (type, id) through ``params`` (``_revinclude``)."""
+
+    async def find(self, rtype: str, tree: Node, *, limit: int) -> Page:
+        """Matches for a conditional interaction: at most ``limit``; ``next_cursor`` set when there are more."""
+        page = await self.search(SearchQuery(rtype, tree, count=limit))
+        return Page(page.versions, 1 if page.next_after is not None else None)
 
 
 class WriteTx(ReadOps):

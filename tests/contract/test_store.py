@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.search.criteria import parse_criteria
+from fhir_server.search.criteria import criteria_tree, parse_criteria
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import HistoryQuery, Store, Version, WriteTx
 from resources import jsonio
@@ -76,7 +76,8 @@ def test_delete_is_a_version(store: Any) -> None:
     gone = loop.run_until_complete(s.transact(put("Observation", "x", None, "DELETE")))
     assert gone.deleted and gone.vid == 2
     assert loop.run_until_complete(s.read("Observation", "x")).deleted
-    page = loop.run_until_complete(s.find("Observation", parse_criteria([("identifier", "urn:t|del-1")]), limit=10))
+    page = loop.run_until_complete(s.find("Observation", criteria_tree("Observation", parse_criteria([("identifier", "urn:t|del-1")])),
+                                       limit=10))
     assert page.versions == []
 
 
@@ -151,7 +152,7 @@ def test_identifier_criteria(store: Any) -> None:
     loop.run_until_complete(s.transact(put("Observation", "i1", _obs("a", "A"))))
     loop.run_until_complete(s.transact(put("Observation", "i2", _obs("b", "B"))))
     find = lambda q: sorted(v.rid for v in loop.run_until_complete(  # noqa: E731
-        s.find("Observation", parse_criteria(q), limit=10)).versions)
+        s.find("Observation", criteria_tree("Observation", parse_criteria(q)), limit=10)).versions)
     assert find([("identifier", "urn:t|A")]) == ["i1"]
     assert find([("identifier", "A,B")]) == ["i1", "i2"]
     assert find([("identifier", "urn:other|A")]) == []

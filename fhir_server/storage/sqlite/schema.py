@@ -1,10 +1,51 @@
-"""SQLite schema of the embedded store and the connection settings every connection gets."""
+"""SQLite schema of the embedded store and the connection settings every connection gets.
+
+Resources: every version in ``resource_version``; ``resource_current`` maps (type, id) to the newest version and
+gives each resource a small integer key (``rkey``) that the search index refers to. The search index keeps one table
+per value family (string, token, reference, date, number, quantity, uri, composite), each row keyed by the
+parameter (``pid``, from ``search_param``) and the resource; a parameter becomes an ``IN`` over its family table.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "string": ("norm", "exact"),
+    "token": ("system", "code", "text"),
+    "reference": ("target_type", "target_id", "url", "ident_system", "ident_value"),
+    "date": ("lo", "hi"),
+    "number": ("value", "lo", "hi"),
+    "quantity": ("value", "lo", "hi", "system", "code", "unit", "canon_value", "canon_lo", "canon_hi", "canon_code"),
+    "uri": ("uri",),
+    "composite": ("parts",),
+}
+
+FAMILY_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "string": (("pid", "norm"),),
+    "token": (("pid", "code", "system"),),
+    "reference": (("pid", "target_id", "target_type"), ("target_id", "target_type"), ("pid", "url")),
+    "date": (("pid", "lo"), ("pid", "hi")),
+    "number": (("pid", "value"),),
+    "quantity": (("pid", "code", "value"), ("pid", "canon_code", "canon_value")),
+    "uri": (("pid", "uri"),),
+    "composite": (("pid",),),
+}
+
+
+def _index_ddl() -> str:
+    out = []
+    for family, columns in FAMILY_COLUMNS.items():
+        table = f"idx_{family}"
+        out.append(f"CREATE TABLE IF NOT EXISTS {table} (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, "
+                   + ", ".join(columns) + ");")
+        for cols in FAMILY_INDEXES[family]:
+            out.append(f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(cols)} ON {table} ({', '.join(cols)}, rkey);")
+        out.append(f"CREATE INDEX IF NOT EXISTS {table}_rkey ON {table} (rkey);")
+    return "\n".join(out)
+
 
 DDL = """
 CREATE TABLE IF NOT EXISTS resource_version (
@@ -22,23 +63,28 @@ CREATE INDEX IF NOT EXISTS resource_version_type ON resource_version (rtype, seq
 CREATE INDEX IF NOT EXISTS resource_version_time ON resource_version (last_updated);
 
 CREATE TABLE IF NOT EXISTS resource_current (
+    rkey    INTEGER PRIMARY KEY,
     rtype   TEXT    NOT NULL,
     rid     TEXT    NOT NULL,
     vid     INTEGER NOT NULL,
     seq     INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (rtype, rid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS resource_current_type ON resource_current (rtype, deleted, seq);
-
-CREATE TABLE IF NOT EXISTS identifier_index (
-    rtype  TEXT NOT NULL,
-    rid    TEXT NOT NULL,
-    system TEXT NOT NULL,
-    value  TEXT NOT NULL
+    deleted INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS identifier_index_value ON identifier_index (rtype, value, system);
-CREATE INDEX IF NOT EXISTS identifier_index_resource ON identifier_index (rtype, rid);
+CREATE UNIQUE INDEX IF NOT EXISTS resource_current_key ON resource_current (rtype, rid);
+CREATE INDEX IF NOT EXISTS resource_current_type ON resource_current (rtype, deleted, rkey);
+
+CREATE TABLE IF NOT EXISTS search_param (
+    pid   INTEGER PRIMARY KEY,
+    rtype TEXT NOT NULL,
+    code  TEXT NOT NULL,
+    UNIQUE (rtype, code)
+);
+
+CREATE TABLE IF NOT EXISTS idx_text (
+    rkey      INTEGER PRIMARY KEY,
+    narrative TEXT NOT NULL,
+    content   TEXT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS outbox (
     seq          INTEGER PRIMARY KEY,
@@ -59,23 +105,35 @@ CREATE TABLE IF NOT EXISTS store_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"""
+""" + _index_ddl()
 
 
 def connect(path: str, *, synchronous: str, readonly: bool = False) -> sqlite3.Connection:
     # isolation_level=None: transactions are opened and closed explicitly by the writer, never implicitly.
     uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=512)
     conn.execute("PRAGMA busy_timeout = 10000")
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = OFF")
-    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA cache_size = -131072")
+    conn.execute("PRAGMA mmap_size = 1073741824")
+    conn.execute("PRAGMA temp_store = MEMORY")
     return conn
 
 
 def migrate(conn: sqlite3.Connection) -> None:
+    row = None
+    try:
+        row = conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        pass
+    if row is not None and int(row[0]) != SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the store was written with schema version {row[0]}; this Aegis uses {SCHEMA_VERSION}. "
+            "Reload the data into a fresh --data-dir (aegis load)."
+        )
     conn.executescript(DDL)
     conn.execute(
         "INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)

@@ -1,26 +1,51 @@
 """The SQLite implementation of the storage interface.
 
-Reads run on the event loop over their own connection: in WAL mode they never wait for the writer, and a point read
-costs a few microseconds, less than a hop to a thread. Writes go through :class:`GroupCommitWriter`.
+Point reads run on the event loop over their own connection: in WAL mode they never wait for the writer, and a
+read costs a few microseconds, less than a hop to a thread. Searches run in a small thread pool (SQLite releases
+the GIL while it works, so the event loop keeps serving). Writes go through :class:`GroupCommitWriter`; each write
+also replaces the resource's rows in the search index, extracted from the official SearchParameter expressions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import calendar
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any, TypeVar
 
-from fhir_server.search.criteria import Criteria
-from fhir_server.storage.base import HistoryQuery, OutboxEvent, Page, ReadOps, Store, Version, WriteTx
+from fhir_server.search.registry import params_for
+from fhir_server.search.tree import Node, Param
+from fhir_server.search.values import CompositeV, Value
+from fhir_server.storage.base import (
+    HistoryQuery,
+    OutboxEvent,
+    Page,
+    ReadOps,
+    SearchPage,
+    SearchQuery,
+    Store,
+    Version,
+    WriteTx,
+)
 from fhir_server.storage.sqlite import schema
+from fhir_server.storage.sqlite.render import SqlRenderer, keyset_condition
 from fhir_server.storage.sqlite.writer import GroupCommitWriter
-from resources.canonical import finalize, identifiers
+from resources import jsonio
+from resources.canonical import stamped
 
 T = TypeVar("T")
 
 _VERSION_COLUMNS = "v.rtype, v.rid, v.vid, v.last_updated, v.deleted, v.method, v.body, v.seq"
+_FAMILY_OF_VALUE = {
+    "StringV": "string", "TokenV": "token", "ReferenceV": "reference", "DateV": "date", "NumberV": "number",
+    "QuantityV": "quantity", "UriV": "uri", "CompositeV": "composite",
+}
 
 
 def _version(row: tuple[Any, ...]) -> Version:
@@ -32,32 +57,23 @@ def format_instant(millis: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
 
 
-def _criteria_sql(criteria: Criteria, alias: str, args: list[Any]) -> str:
-    clauses: list[str] = []
-    for ids in criteria.ids:
-        clauses.append(f"{alias}.rid IN ({','.join('?' * len(ids))})")
-        args.extend(ids)
-    for tokens in criteria.identifiers:
-        ors: list[str] = []
-        for tok in tokens:
-            parts = []
-            if tok.code is not None:
-                parts.append("i.value = ?")
-                args.append(tok.code)
-            if tok.system is not None:
-                parts.append("i.system = ?")
-                args.append(tok.system)
-            ors.append("(" + " AND ".join(parts or ["1"]) + ")")
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM identifier_index i WHERE i.rtype = {alias}.rtype AND i.rid = {alias}.rid"
-            f" AND ({' OR '.join(ors)}))"
-        )
-    return "".join(f" AND {c}" for c in clauses)
+def _index_rows(family: str, value: Value) -> tuple[Any, ...]:
+    if isinstance(value, CompositeV):
+        return (jsonio.dumps([asdict(p) for p in value.parts]).decode(),)
+    return tuple(getattr(value, col) for col in schema.FAMILY_COLUMNS[family])
 
 
 class _Reads(ReadOps):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+    """Reads over one connection; ``_run`` decides where a (possibly slow) query executes."""
+
+    _conn: sqlite3.Connection
+    _pids: dict[tuple[str, str], int]
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._conn)
+
+    def _pid(self, rtype: str, code: str) -> int | None:
+        return self._pids.get((rtype, code))
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> Version | None:
         rows = self._conn.execute(sql, args).fetchall()
@@ -104,103 +120,241 @@ class _Reads(ReadOps):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY v.seq DESC LIMIT ?"
         args.append(query.count + 1)
-        versions = [_version(r) for r in self._conn.execute(sql, args).fetchall()]
-        more = len(versions) > query.count
-        versions = versions[: query.count]
-        return Page(versions, versions[-1].seq if more and versions else None)
 
-    async def find(self, rtype: str, criteria: Criteria, *, limit: int, after_seq: int | None = None) -> Page:
-        args: list[Any] = [rtype]
-        sql = (
-            f"SELECT {_VERSION_COLUMNS} FROM resource_current c JOIN resource_version v ON v.seq = c.seq"
-            " WHERE c.rtype = ? AND c.deleted = 0"
-        )
-        sql += _criteria_sql(criteria, "c", args)
-        if after_seq is not None:
-            sql += " AND c.seq > ?"
-            args.append(after_seq)
-        sql += " ORDER BY c.seq LIMIT ?"
-        args.append(limit + 1)
-        versions = [_version(r) for r in self._conn.execute(sql, args).fetchall()]
-        more = len(versions) > limit
-        versions = versions[:limit]
-        return Page(versions, versions[-1].seq if more and versions else None)
+        def run(conn: sqlite3.Connection) -> Page:
+            versions = [_version(r) for r in conn.execute(sql, args).fetchall()]
+            more = len(versions) > query.count
+            versions = versions[: query.count]
+            return Page(versions, versions[-1].seq if more and versions else None)
 
+        return await self._run(run)
 
-    async def count(self, rtype: str, criteria: Criteria) -> int:
-        args: list[Any] = [rtype]
-        sql = "SELECT COUNT(*) FROM resource_current c WHERE c.rtype = ? AND c.deleted = 0"
-        sql += _criteria_sql(criteria, "c", args)
-        return int(self._conn.execute(sql, args).fetchall()[0][0])
+    def _where(self, rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
+        clauses = ["c.deleted = 0"]
+        if rtype is not None:
+            clauses.append("c.rtype = ?")
+            args.append(rtype)
+        clauses.append(renderer.where(tree, "c", rtype, args))
+        return " AND ".join(clauses)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        renderer = SqlRenderer(self._pid)
+        args: list[Any] = []
+        select_args: list[Any] = []
+        sort_exprs: list[tuple[str, list[Any], bool]] = []
+        for key in query.sort:
+            expr_args: list[Any] = []
+            expr = renderer.sort_expr(key.param, key.descending, "c", expr_args)
+            sort_exprs.append((expr, expr_args, key.descending))
+        where = self._where(query.rtype, query.tree, args, renderer)
+        count_sql = f"SELECT COUNT(*) FROM resource_current c WHERE {where}"
+        count_args = list(args)
+        if query.after is not None:
+            where += " AND " + keyset_condition(sort_exprs, query.after, "c", args)
+        columns = ", ".join([_VERSION_COLUMNS, "c.rkey"] + [e for e, _, _ in sort_exprs])
+        for _, expr_args, _ in sort_exprs:
+            select_args.extend(expr_args)
+        order_args: list[Any] = []
+        order = []
+        for expr, expr_args, descending in sort_exprs:
+            order.append(f"{expr} {'DESC' if descending else 'ASC'}")
+            order_args.extend(expr_args)
+        order.append("c.rkey ASC")
+        sql = (f"SELECT {columns} FROM resource_current c JOIN resource_version v ON v.seq = c.seq WHERE {where}"
+               f" ORDER BY {', '.join(order)} LIMIT ?")
+        all_args = select_args + args + order_args + [query.count + 1]
+        nsort = len(sort_exprs)
+
+        def run(conn: sqlite3.Connection) -> SearchPage:
+            rows = conn.execute(sql, all_args).fetchall() if query.count > 0 else []
+            more = len(rows) > query.count
+            rows = rows[: query.count]
+            after = None
+            if more and rows:
+                last = rows[-1]
+                after = tuple(last[9: 9 + nsort]) + (last[8],)
+            total = conn.execute(count_sql, count_args).fetchone()[0] if query.total else None
+            return SearchPage([_version(r) for r in rows], [r[8] for r in rows], after, total)
+
+        return await self._run(run)
+
+    async def count(self, rtype: str | None, tree: Node) -> int:
+        args: list[Any] = []
+        where = self._where(rtype, tree, args, SqlRenderer(self._pid))
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {where}", args).fetchone()[0])
+
+        return await self._run(run)
+
+    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+        pids = [p for p in (self._pid(x.rtype, x.code) for x in params) if p is not None]
+        if not keys or not pids:
+            return []
+        args: list[Any] = [*keys, *pids]
+        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS} FROM idx_reference r"
+               " JOIN resource_current c ON c.rtype = r.target_type AND c.rid = r.target_id AND c.deleted = 0"
+               " JOIN resource_version v ON v.seq = c.seq"
+               f" WHERE r.rkey IN ({','.join('?' * len(keys))}) AND r.pid IN ({','.join('?' * len(pids))})")
+        if target_type is not None:
+            sql += " AND r.target_type = ?"
+            args.append(target_type)
+
+        def run(conn: sqlite3.Connection) -> list[Version]:
+            return [_version(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._run(run)
+
+    async def referencing(self, targets: list[tuple[str, str]], params: list[Param]) -> tuple[list[int], list[Version]]:
+        pids = [p for p in (self._pid(x.rtype, x.code) for x in params) if p is not None]
+        if not targets or not pids:
+            return [], []
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in targets:
+            by_type.setdefault(rtype, []).append(rid)
+        args: list[Any] = [*pids]
+        ors = []
+        for rtype, ids in sorted(by_type.items()):
+            ors.append(f"(r.target_type = ? AND r.target_id IN ({','.join('?' * len(ids))}))")
+            args.extend((rtype, *ids))
+        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS}, c.rkey FROM idx_reference r"
+               " JOIN resource_current c ON c.rkey = r.rkey AND c.deleted = 0"
+               " JOIN resource_version v ON v.seq = c.seq"
+               f" WHERE r.pid IN ({','.join('?' * len(pids))}) AND ({' OR '.join(ors)})")
+
+        def run(conn: sqlite3.Connection) -> tuple[list[int], list[Version]]:
+            rows = conn.execute(sql, args).fetchall()
+            return [r[8] for r in rows], [_version(r) for r in rows]
+
+        return await self._run(run)
 
 
 class _Tx(_Reads, WriteTx):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
-        super().__init__(conn)
+        self._conn = conn
         self._store = store
+        self._pids = store._pids
 
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
         conn = self._conn
         prev = conn.execute(
-            "SELECT vid, deleted FROM resource_current WHERE rtype = ? AND rid = ?", (rtype, rid)
+            "SELECT rkey, vid, deleted FROM resource_current WHERE rtype = ? AND rid = ?", (rtype, rid)
         ).fetchall()
-        vid = prev[0][0] + 1 if prev else 1
+        vid = prev[0][1] + 1 if prev else 1
         last_updated = self._store.next_timestamp()
         deleted = resource is None
-        body = b"" if resource is None else finalize(resource, rid, vid, last_updated)
+        final = None if resource is None else stamped(resource, rid, vid, last_updated)
+        body = b"" if final is None else jsonio.dumps(final)
         seq = conn.execute(
             "INSERT INTO resource_version (rtype, rid, vid, last_updated, method, deleted, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rtype, rid, vid, last_updated, method, int(deleted), body),
         ).lastrowid
         assert seq is not None
-        conn.execute(
-            "INSERT INTO resource_current (rtype, rid, vid, seq, deleted) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (rtype, rid) DO UPDATE SET vid = excluded.vid, seq = excluded.seq,"
-            " deleted = excluded.deleted",
-            (rtype, rid, vid, seq, int(deleted)),
-        )
         if prev:
-            conn.execute("DELETE FROM identifier_index WHERE rtype = ? AND rid = ?", (rtype, rid))
-        if resource is not None:
-            idents = identifiers(resource)
-            if idents:
-                conn.executemany(
-                    "INSERT INTO identifier_index (rtype, rid, system, value) VALUES (?, ?, ?, ?)",
-                    [(rtype, rid, system, value) for system, value in idents],
-                )
-        op = "delete" if deleted else "create" if not prev or prev[0][1] else "update"
+            rkey = prev[0][0]
+            conn.execute("UPDATE resource_current SET vid = ?, seq = ?, deleted = ? WHERE rkey = ?",
+                         (vid, seq, int(deleted), rkey))
+            for family in schema.FAMILY_COLUMNS:
+                conn.execute(f"DELETE FROM idx_{family} WHERE rkey = ?", (rkey,))
+            conn.execute("DELETE FROM idx_text WHERE rkey = ?", (rkey,))
+        else:
+            rkey = conn.execute(
+                "INSERT INTO resource_current (rtype, rid, vid, seq, deleted) VALUES (?, ?, ?, ?, ?)",
+                (rtype, rid, vid, seq, int(deleted)),
+            ).lastrowid
+        if final is not None:
+            self._index(rtype, rkey, final)
+        op = "delete" if deleted else "create" if not prev or prev[0][2] else "update"
         conn.execute(
             "INSERT INTO outbox (version_seq, rtype, rid, vid, op, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
             (seq, rtype, rid, vid, op, last_updated),
         )
         return Version(rtype, rid, vid, last_updated, deleted, method, body, seq)
 
+    def _index(self, rtype: str, rkey: int, resource: dict[str, Any]) -> None:
+        from fhir_server.search.extract import extract, text_content
+
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        for code, value in extract(resource):
+            pid = self._pids.get((rtype, code))
+            if pid is None:
+                continue
+            family = _FAMILY_OF_VALUE[type(value).__name__]
+            rows.setdefault(family, []).append((pid, rkey, *_index_rows(family, value)))
+        for family, values in rows.items():
+            cols = ("pid", "rkey", *schema.FAMILY_COLUMNS[family])
+            self._conn.executemany(
+                f"INSERT INTO idx_{family} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values
+            )
+        narrative, content = text_content(resource)
+        self._conn.execute("INSERT INTO idx_text (rkey, narrative, content) VALUES (?, ?, ?)",
+                           (rkey, narrative, content))
+
 
 class SqliteStore(_Reads, Store):
-    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2) -> None:
         self.path = path
         self._synchronous = synchronous
         self._last_millis = 0
         self._writer_conn: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._pids: dict[tuple[str, str], int] = {}
+        self._local = threading.local()
+        self._search_threads = search_threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread_conns: list[sqlite3.Connection] = []
 
     async def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         wconn = schema.connect(self.path, synchronous=self._synchronous)
         schema.migrate(wconn)
+        self._register_params(wconn)
         latest = wconn.execute("SELECT MAX(last_updated) FROM resource_version").fetchone()[0]
         if latest:
             self._last_millis = _parse_instant_millis(latest)
         self._writer_conn = wconn
         self._writer = GroupCommitWriter(wconn)
         self._writer.start()
-        super().__init__(schema.connect(self.path, synchronous=self._synchronous))
+        self._conn = schema.connect(self.path, synchronous=self._synchronous)
+        self._pool = ThreadPoolExecutor(max_workers=self._search_threads, thread_name_prefix="aegis-search")
+
+    def _register_params(self, conn: sqlite3.Connection) -> None:
+        """Give every (type, parameter) a stable small id; the index rows carry it instead of two strings."""
+        from resources.model import resource_types
+
+        known = {(r, c): pid for pid, r, c in conn.execute("SELECT pid, rtype, code FROM search_param")}
+        missing = [(rtype, code) for rtype in sorted(resource_types()) for code in sorted(params_for(rtype))
+                   if (rtype, code) not in known]
+        if missing:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR IGNORE INTO search_param (rtype, code) VALUES (?, ?)", missing)
+            conn.execute("COMMIT")
+            known = {(r, c): pid for pid, r, c in conn.execute("SELECT pid, rtype, code FROM search_param")}
+        self._pids = known
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = schema.connect(self.path, synchronous=self._synchronous)
+            self._local.conn = conn
+            self._thread_conns.append(conn)
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._pool is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._thread_conn()))
 
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for conn in self._thread_conns:
+            conn.close()
+        self._thread_conns.clear()
         if self._writer_conn is not None:
             self._writer_conn.close()
             self._writer_conn = None
@@ -241,8 +395,6 @@ class SqliteStore(_Reads, Store):
 
 
 def _parse_instant_millis(value: str) -> int:
-    import calendar
-
     base, _, frac = value.rstrip("Z").partition(".")
     secs = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     return secs * 1000 + int((frac + "000")[:3])

@@ -1,0 +1,193 @@
+"""Rendering the lowered search tree to SQLite SQL, with bound parameters only (never a value in the SQL text).
+
+A ``Row`` becomes ``<alias>.rkey IN (SELECT rkey FROM idx_<family> WHERE pid = ? AND (…))``; OR-ed values of one
+parameter stay inside that one subquery; chains and ``_has`` nest the same form through ``idx_reference``.
+Sort keys and keyset-cursor conditions are rendered here too, so everything that knows the index layout is in one
+module.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.search.tree import (
+    And,
+    Chain,
+    Cond,
+    Has,
+    IdIn,
+    MatchAll,
+    MatchNone,
+    Missing,
+    Node,
+    Not,
+    Or,
+    Param,
+    Row,
+    TextSearch,
+    TypeIn,
+)
+from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS
+
+PidOf = Callable[[str, str], "int | None"]
+
+_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+TEXT_MAX = "\U0010ffff"
+
+
+def family_of(param: Param) -> str:
+    return "date" if param.code == "_lastUpdated" else param.type
+
+
+class SqlRenderer:
+    def __init__(self, pid_of: PidOf) -> None:
+        self._pid_of = pid_of
+        self._aliases = itertools.count()
+
+    def _alias(self, stem: str) -> str:
+        return f"{stem}{next(self._aliases)}"
+
+    def where(self, node: Node, alias: str, rtype: str | None, args: list[Any]) -> str:
+        """SQL condition over the ``resource_current`` row ``alias`` (of type ``rtype`` when known)."""
+        if isinstance(node, And):
+            return "(" + " AND ".join(self.where(n, alias, rtype, args) for n in node.items) + ")"
+        if isinstance(node, Or):
+            return "(" + " OR ".join(self.where(n, alias, rtype, args) for n in node.items) + ")"
+        if isinstance(node, Not):
+            return f"(NOT {self.where(node.item, alias, rtype, args)})"
+        if isinstance(node, Row):
+            return self._row(node, alias, args)
+        if isinstance(node, Missing):
+            family = family_of(node.param)
+            pid = self._pid_of(node.param.rtype, node.param.code)
+            if pid is None:
+                return "1" if node.missing else "0"
+            args.append(pid)
+            exists = f"EXISTS (SELECT 1 FROM idx_{family} m WHERE m.rkey = {alias}.rkey AND m.pid = ?)"
+            return f"(NOT {exists})" if node.missing else exists
+        if isinstance(node, Chain):
+            pid = self._pid_of(node.param.rtype, node.param.code)
+            if pid is None:
+                return "0"
+            r, t = self._alias("r"), self._alias("t")
+            args.extend((node.target_type, pid, node.target_type))
+            inner = self.where(node.inner, t, node.target_type, args)
+            return (f"{alias}.rkey IN (SELECT {r}.rkey FROM idx_reference {r} JOIN resource_current {t}"
+                    f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
+                    f" WHERE {r}.pid = ? AND {r}.target_type = ? AND {inner})")
+        if isinstance(node, Has):
+            pid = self._pid_of(node.ref_param.rtype, node.ref_param.code)
+            if pid is None or rtype is None:
+                return "0"
+            r, s = self._alias("r"), self._alias("s")
+            args.extend((pid, rtype))
+            inner = self.where(node.inner, s, node.source_type, args)
+            return (f"{alias}.rid IN (SELECT {r}.target_id FROM idx_reference {r} JOIN resource_current {s}"
+                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {r}.pid = ? AND {r}.target_type = ?"
+                    f" AND {inner})")
+        if isinstance(node, IdIn):
+            args.extend(node.ids)
+            return f"{alias}.rid IN ({','.join('?' * len(node.ids))})" if node.ids else "0"
+        if isinstance(node, TypeIn):
+            args.extend(node.types)
+            return f"{alias}.rtype IN ({','.join('?' * len(node.types))})" if node.types else "0"
+        if isinstance(node, TextSearch):
+            column = "narrative" if node.kind == "_text" else "content"
+            words = node.query.split()
+            if not words:
+                return "1"
+            args.extend(words)
+            likes = " AND ".join(f"instr(x.{column}, ?) > 0" for _ in words)
+            return f"{alias}.rkey IN (SELECT x.rkey FROM idx_text x WHERE {likes})"
+        if isinstance(node, MatchAll):
+            return "1"
+        if isinstance(node, MatchNone):
+            return "0"
+        raise TypeError(f"cannot render {type(node).__name__}; lower the tree first")
+
+    def _row(self, node: Row, alias: str, args: list[Any]) -> str:
+        family = family_of(node.param)
+        pid = self._pid_of(node.param.rtype, node.param.code)
+        if pid is None:
+            return "0"
+        args.append(pid)
+        alts = []
+        for alt in node.alts:
+            conds = [self._cond(family, c, args) for c in alt]
+            alts.append("(" + " AND ".join(conds or ["1"]) + ")")
+        return f"{alias}.rkey IN (SELECT rkey FROM idx_{family} WHERE pid = ? AND ({' OR '.join(alts)}))"
+
+    def _cond(self, family: str, cond: Cond, args: list[Any]) -> str:
+        column = _column(family, cond.field)
+        op = cond.op
+        if op == "is-null":
+            return f"{column} IS NULL"
+        if op == "not-null":
+            return f"{column} IS NOT NULL"
+        if op == "prefix":
+            value = str(cond.value)
+            if not value:
+                return f"{column} IS NOT NULL"
+            args.extend((value, value + TEXT_MAX))
+            return f"({column} >= ? AND {column} < ?)"
+        if op == "contains":
+            # instr, not LIKE: LIKE folds ASCII case, and the oracle (like the spec for normalised values) doesn't
+            args.append(str(cond.value))
+            return f"instr({column}, ?) > 0"
+        args.append(cond.value)
+        return f"{column} {_OPS[op]} ?"
+
+    # ---- sorting and keyset paging -----------------------------------------------------------------------------
+
+    def sort_expr(self, param: Param, descending: bool, alias: str, args: list[Any]) -> str:
+        """A scalar per resource: its smallest (ascending) or largest (descending) value; missing values last."""
+        if param.code == "_id":
+            return f"{alias}.rid"
+        family = family_of(param)
+        column = {"string": "norm", "token": "code", "reference": "target_id", "date": "lo", "number": "value",
+                  "quantity": "value", "uri": "uri"}.get(family)
+        pid = self._pid_of(param.rtype, param.code)
+        numeric = family in ("date", "number", "quantity")
+        sentinel = ("-1e308" if numeric else "''") if descending else ("1e308" if numeric else f"'{TEXT_MAX}'")
+        if column is None or pid is None:
+            return sentinel
+        args.append(pid)
+        agg = "MAX" if descending else "MIN"
+        return (f"COALESCE((SELECT {agg}(s.{column}) FROM idx_{family} s WHERE s.rkey = {alias}.rkey"
+                f" AND s.pid = ?), {sentinel})")
+
+
+def _column(family: str, field: str) -> str:
+    if family == "composite":
+        index, _, sub = field.partition(".")
+        if not index.isdigit() or not sub.isidentifier():
+            raise ValueError(f"bad composite field {field!r}")
+        return f"json_extract(parts, '$[{int(index)}].{sub}')"
+    if field not in FAMILY_COLUMNS[family]:
+        raise ValueError(f"{family} rows have no field {field!r}")
+    return field
+
+
+def keyset_condition(exprs: list[tuple[str, list[Any], bool]], after: tuple[Any, ...], alias: str,
+                     args: list[Any]) -> str:
+    """Rows strictly after the cursor ``after`` = (sort values…, rkey) in the order of ``exprs`` then rkey."""
+    ors = []
+    for i in range(len(exprs) + 1):
+        parts = []
+        for j in range(i):
+            expr, expr_args, _ = exprs[j]
+            parts.append(f"{expr} = ?")
+            args.extend(expr_args)
+            args.append(after[j])
+        if i < len(exprs):
+            expr, expr_args, descending = exprs[i]
+            parts.append(f"{expr} {'<' if descending else '>'} ?")
+            args.extend(expr_args)
+            args.append(after[i])
+        else:
+            parts.append(f"{alias}.rkey > ?")
+            args.append(after[-1])
+        ors.append("(" + " AND ".join(parts) + ")")
+    return "(" + " OR ".join(ors) + ")"
