@@ -10,30 +10,42 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_server import __version__
-from fhir_server.routing import CONDITIONAL, SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
-from fhir_server.search.criteria import SUPPORTED
+from fhir_server.routing import CONDITIONAL, OPERATIONS, SYSTEM_INTERACTIONS, TYPE_INTERACTIONS
+from fhir_server.search.registry import params_for
 from resources import jsonio
-from resources.model import element, resource_types
+from resources.model import resource_types
 
-_SEARCH_PARAM_DOCS = {
-    "_id": ("token", "http://hl7.org/fhir/SearchParameter/Resource-id", "Logical id of the resource"),
-    "identifier": ("token", "", "Business identifier ([system|]value)"),
-}
+_BUILTIN_PARAMS = (
+    ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id", "Logical id of the resource"),
+    ("_list", "special", "", "Resources listed in the List with this id"),
+    ("_content", "string", "", "Words anywhere in the resource's text"),
+)
 
 
 def _search_params(rtype: str) -> list[dict[str, Any]]:
-    out = []
-    for code in SUPPORTED:
-        if code == "identifier" and element(rtype, "identifier") is None:
-            continue
-        kind, definition, doc = _SEARCH_PARAM_DOCS[code]
+    out: list[dict[str, Any]] = []
+    for code, kind, definition, doc in _BUILTIN_PARAMS:
         param: dict[str, Any] = {"name": code, "type": kind, "documentation": doc}
         if definition:
             param["definition"] = definition
-        elif code == "identifier":
-            param["definition"] = f"http://hl7.org/fhir/SearchParameter/{rtype}-identifier"
         out.append(param)
+    if rtype not in ("Bundle", "Binary", "Parameters"):
+        out.append({"name": "_text", "type": "string", "documentation": "Words in the narrative"})
+    for code, p in sorted(params_for(rtype).items()):
+        if code == "_id":
+            continue
+        out.append({"name": code, "definition": p.url, "type": p.type})
     return out
+
+
+def _reference_codes(rtype: str) -> list[str]:
+    return [code for code, p in sorted(params_for(rtype).items()) if p.type == "reference"]
+
+
+def _rev_includes(rtype: str) -> dict[str, list[str]]:
+    found = sorted(f"{source}:{code}" for source in resource_types() for code, p in params_for(source).items()
+                   if p.type == "reference" and rtype in p.targets)
+    return {"searchRevInclude": found} if found else {}
 
 
 @lru_cache(maxsize=8)
@@ -49,7 +61,12 @@ def _statement_bytes(base: str) -> bytes:
             "updateCreate": True,
             **CONDITIONAL,
             "referencePolicy": ["literal", "local"],
+            "searchInclude": ["*"] + [f"{rtype}:{code}" for code in _reference_codes(rtype)],
+            **_rev_includes(rtype),
             "searchParam": _search_params(rtype),
+            **({"operation": [{"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/{rtype}-{name}"}
+                              for name, types in OPERATIONS.items() if rtype in types]}
+               if any(rtype in types for types in OPERATIONS.values()) else {}),
         })
     statement = {
         "resourceType": "CapabilityStatement",

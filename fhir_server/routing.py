@@ -9,12 +9,14 @@ from __future__ import annotations
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions import create, delete, history, patch, read, search, update
 from fhir_server.interactions.common import Services, check_type
-from resources.outcome import MethodNotAllowed, NotFound, NotImplementedYet
+from resources.model import is_resource_type
+from resources.outcome import MethodNotAllowed, NotFound
 
 TYPE_INTERACTIONS = (
     "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
 )
-SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system", "history-system")
+OPERATIONS = {"everything": ("Patient",)}
 CONDITIONAL = {"conditionalCreate": True, "conditionalUpdate": True, "conditionalDelete": "multiple",
                "conditionalRead": "full-support"}
 
@@ -36,9 +38,8 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
             bundle, invalid = bundle_body(req)
             return await batch_or_transaction(svc, req, bundle, invalid)
         if method == "GET":
-            raise NotImplementedYet("system-level search is not supported yet; search per resource type",
-                                    message_id="AEGIS-206")
-        raise _not_allowed(method, "POST")
+            return await search.search_system(svc, req)
+        raise _not_allowed(method, "GET, POST")
     head = segs[0]
     if head == "metadata" and n == 1:
         if method != "GET":
@@ -46,6 +47,10 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
         from conformance.capability import capability_statement
 
         return FhirResponse(200, capability_statement(req.base))
+    if head == "_search" and n == 1:
+        if method != "POST":
+            raise _not_allowed(method, "POST")
+        return await search.search_system(svc, req, post=True)
     if head == "_history" and n == 1:
         if method != "GET":
             raise _not_allowed(method, "GET")
@@ -93,6 +98,16 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
         if n == 3:
             return await history.history(svc, req, rtype, second)
         return await read.vread(svc, req, rtype, second, segs[3])
+    if n == 3 and segs[2] == "$everything" and rtype == "Patient":
+        if method not in ("GET", "POST"):
+            raise _not_allowed(method, "GET, POST")
+        from fhir_server.operations.everything import everything
+
+        return await everything(svc, req, second)
     if segs[2].startswith("$"):
         raise NotFound(f"operation {segs[2]} is not supported on {rtype}/{second}", message_id="AEGIS-207")
+    if n == 3 and is_resource_type(segs[2]):
+        if method != "GET":
+            raise _not_allowed(method, "GET")
+        return await search.search_compartment(svc, req, rtype, second, segs[2])
     raise NotFound(f"no FHIR interaction at {'/'.join(segs)}", message_id="AEGIS-204")

@@ -65,7 +65,9 @@ class TxStore(Store):
     async def count(self, rtype: str | None, tree: Node) -> int:
         return await self._tx.count(rtype, tree)
 
-    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+    async def referenced(
+        self, keys: list[int], params: list[Param], target_type: str | None
+    ) -> tuple[list[int], list[Version]]:
         return await self._tx.referenced(keys, params, target_type)
 
     async def referencing(self, targets: list[tuple[str, str]], params: list[Param]) -> tuple[list[int], list[Version]]:
@@ -374,12 +376,12 @@ async def _resolve_ids(tx: WriteTx, writes: list[Entry]) -> None:
             e.assigned_id = new_id()
             ine = e.headers.get("if-none-exist")
             if ine:
-                page = await tx.find(e.rtype, criteria_from_string(e.rtype, ine, "ifNoneExist"), limit=2)
+                page = await tx.find(e.rtype, await criteria_from_string(TxStore(tx), e.rtype, ine, "ifNoneExist"), limit=2)
                 if len(page.versions) == 1:
                     e.assigned_id = page.versions[0].rid
         elif e.method == "PUT":
             if e.query:
-                page = await tx.find(e.rtype, criteria_from_string(e.rtype, e.query, "request.url"), limit=2)
+                page = await tx.find(e.rtype, await criteria_from_string(TxStore(tx), e.rtype, e.query, "request.url"), limit=2)
                 if len(page.versions) > 1:
                     raise _in_entry(e, PreconditionFailed("the criteria match more than one resource",
                                                           message_id="AEGIS-223"))
@@ -399,7 +401,7 @@ async def _resolve_conditional_refs(tx: WriteTx, writes: list[Entry]) -> dict[st
     resolved: dict[str, str] = {}
     for ref in sorted(found):
         rtype, _, query = ref.partition("?")
-        page = await tx.find(rtype, criteria_from_string(rtype, query, "reference"), limit=2)
+        page = await tx.find(rtype, await criteria_from_string(TxStore(tx), rtype, query, "reference"), limit=2)
         if len(page.versions) != 1:
             raise PreconditionFailed(
                 f"the conditional reference {ref!r} matches {len(page.versions)}"

@@ -35,8 +35,10 @@ def encode_cursor(values: tuple[object, ...]) -> str:
 
 def parse_cursor(req: FhirRequest) -> tuple[object, ...] | None:
     raw = req.param("_cursor")
-    if raw is None:
-        return None
+    return None if raw is None else decode_cursor(raw)
+
+
+def decode_cursor(raw: str) -> tuple[object, ...]:
     try:
         decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
         if not isinstance(decoded, list) or not decoded or decoded[0] != "v1" or len(decoded) < 2:

@@ -10,7 +10,6 @@ from typing import Any
 
 from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
-from fhir_server.search.criteria import criteria_tree, parse_criteria
 from fhir_server.search.tree import MatchAll, Node
 from fhir_server.settings import Settings
 from fhir_server.storage.base import Store, Version
@@ -131,15 +130,17 @@ def written(req: FhirRequest, version: Version, status: int, message: str) -> Fh
     return FhirResponse(status, version.body, headers, version=version)
 
 
-def criteria_from_query(rtype: str, query: list[tuple[str, str]], interaction: str) -> Node:
-    """The lowered tree of a conditional interaction's criteria; there must be some."""
-    criteria = parse_criteria([(k, v) for k, v in query if k not in RESULT_PARAMS])
-    if criteria.empty:
+async def criteria_from_query(store: Store, rtype: str, query: list[tuple[str, str]], interaction: str) -> Node:
+    """The prepared search tree of a conditional interaction's criteria; there must be some."""
+    from fhir_server.search.execute import criteria_tree
+
+    pairs = [(k, v) for k, v in query if k not in RESULT_PARAMS]
+    if not pairs:
         raise InvalidInput(f"a conditional {interaction} needs search criteria", message_id="AEGIS-172")
-    return criteria_tree(rtype, criteria)
+    return await criteria_tree(store, rtype, pairs)
 
 
-def criteria_from_string(rtype: str, text: str, header: str) -> Node:
+async def criteria_from_string(store: Store, rtype: str, text: str, header: str) -> Node:
     from urllib.parse import parse_qsl
 
     query = text.split("?", 1)[1] if "?" in text else text
@@ -147,7 +148,6 @@ def criteria_from_string(rtype: str, text: str, header: str) -> Node:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         raise InvalidInput(f"{header}: {text!r} is not a search query string", message_id="AEGIS-171") from None
-    criteria = parse_criteria(pairs)
-    if criteria.empty:
+    if not pairs:
         raise InvalidInput(f"{header}: no criteria given", message_id="AEGIS-172")
-    return criteria_tree(rtype, criteria)
+    return await criteria_from_query(store, rtype, pairs, header)

@@ -33,7 +33,7 @@ async def create_in(
 async def create(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
     resource = resource_body(req, rtype)
     ine = req.header("if-none-exist")
-    criteria = criteria_from_string(rtype, ine, "If-None-Exist") if ine else None
+    criteria = await criteria_from_string(svc.store, rtype, ine, "If-None-Exist") if ine else None
 
     async def unit(tx: WriteTx) -> tuple[Version, int]:
         return await create_in(tx, rtype, resource, rid=req.assigned_id, if_none_exist=criteria)

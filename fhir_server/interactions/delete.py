@@ -48,7 +48,7 @@ async def delete(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirR
 
 
 async def conditional_delete(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(rtype, req.query, "delete")
+    criteria = await criteria_from_query(svc.store, rtype, req.query, "delete")
     count_text = req.param("_count")
     allowed = 1
     if count_text is not None:

@@ -68,7 +68,7 @@ async def patch(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirRe
 
 
 async def conditional_patch(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(rtype, req.query, "patch")
+    criteria = await criteria_from_query(svc.store, rtype, req.query, "patch")
     apply, if_match = patcher(req), _if_match(req)
 
     async def unit(tx: WriteTx) -> Version:

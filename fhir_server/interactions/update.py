@@ -56,7 +56,7 @@ async def update(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirR
 
 
 async def conditional_update(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
-    criteria = criteria_from_query(rtype, req.query, "update")
+    criteria = await criteria_from_query(svc.store, rtype, req.query, "update")
     resource = resource_body(req, rtype)
     body_id = resource.get("id")
     if_match = _if_match(req)

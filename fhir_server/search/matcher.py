@@ -132,7 +132,7 @@ class Dataset:
 
 def param_values(param: Param, res: IndexedResource) -> list[Value]:
     """The values of ``param`` on ``res``: none unless the parameter is bound on the resource's own type."""
-    if param.rtype != res.rtype:
+    if param.rtype not in (res.rtype, "Resource"):  # "Resource": a common parameter of a system-level search
         return []
     if param.code == "_id":
         return [TokenV(None, res.rid)]

@@ -108,7 +108,9 @@ class ReadOps(ABC):
         """How many current, non-deleted resources match."""
 
     @abstractmethod
-    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+    async def referenced(
+        self, keys: list[int], params: list[Param], target_type: str | None
+    ) -> tuple[list[int], list[Version]]:
         """Current resources that the resources ``keys`` point at through ``params`` (``_include``)."""
 
     @abstractmethod

@@ -305,24 +305,20 @@ def test_body_over_limit_is_413(small_server: ServerProcess) -> None:
         assert version_count(c, "Patient", rid) == 1
 
 
-# --- known validator gaps (resources/validate.py): strict xfails flip to failures once fixed ---------------------
+# --- validator checks beyond structure (resources/validate.py) ---------------------------------------------------
 
 
-@pytest.mark.xfail(reason="validator accepts impossible calendar dates (R4: dates SHALL be valid dates)", strict=True)
 def test_impossible_date_is_400(client: httpx.Client) -> None:
     resp = client.post("/Patient", content=b'{"resourceType":"Patient","birthDate":"2001-02-30"}',
                        headers=JSON_HEADERS)
     assert_error(resp, 400, expression="Patient.birthDate")
 
 
-@pytest.mark.xfail(reason="validator does not check codes against required bindings", strict=True)
 def test_code_outside_required_binding_is_400(client: httpx.Client) -> None:
     resp = client.post("/Patient", content=b'{"resourceType":"Patient","gender":"MALE"}', headers=JSON_HEADERS)
     assert_error(resp, 400, expression="Patient.gender")
 
 
-@pytest.mark.xfail(reason="validator accepts control characters in strings (R4: none below U+0020 but tab/CR/LF); "
-                          "such a resource cannot then be read as XML", strict=True)
 def test_control_character_in_string_is_400(client: httpx.Client) -> None:
     resp = client.post("/Patient", content=b'{"resourceType":"Patient","name":[{"family":"a\\u0001b"}]}',
                        headers=JSON_HEADERS)

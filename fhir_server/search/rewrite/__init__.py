@@ -10,8 +10,16 @@ from __future__ import annotations
 from fhir_server.search.rewrite.lower import lower
 from fhir_server.search.rewrite.simplify import simplify
 from fhir_server.search.tree import Node
+from fhir_server.storage.base import ReadOps
 
 
 def prepare_sync(tree: Node) -> Node:
     """The passes that need no store: lowering and simplification."""
     return simplify(lower(tree))
+
+
+async def prepare(tree: Node, rtype: str | None, store: ReadOps) -> Node:
+    """Every pass, in order: expansion (reads the store), lowering, simplification."""
+    from fhir_server.search.rewrite.expand import expand
+
+    return prepare_sync(await expand(tree, rtype, store))

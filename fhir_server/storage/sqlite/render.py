@@ -31,7 +31,8 @@ from fhir_server.search.tree import (
 )
 from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS
 
-PidOf = Callable[[str, str], "int | None"]
+# the parameter ids of (type, code); several for parameters bound on "Resource" (system-level search)
+PidOf = Callable[[str, str], tuple[int, ...]]
 
 _OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 TEXT_MAX = "\U0010ffff"
@@ -49,6 +50,14 @@ class SqlRenderer:
     def _alias(self, stem: str) -> str:
         return f"{stem}{next(self._aliases)}"
 
+    def _pid(self, param: Param, column: str, args: list[Any]) -> str | None:
+        """``column = ?`` (or ``IN``) for the parameter's ids; None when the store knows no such parameter."""
+        pids = self._pid_of(param.rtype, param.code)
+        if not pids:
+            return None
+        args.extend(pids)
+        return f"{column} = ?" if len(pids) == 1 else f"{column} IN ({','.join('?' * len(pids))})"
+
     def where(self, node: Node, alias: str, rtype: str | None, args: list[Any]) -> str:
         """SQL condition over the ``resource_current`` row ``alias`` (of type ``rtype`` when known)."""
         if isinstance(node, And):
@@ -61,31 +70,34 @@ class SqlRenderer:
             return self._row(node, alias, args)
         if isinstance(node, Missing):
             family = family_of(node.param)
-            pid = self._pid_of(node.param.rtype, node.param.code)
-            if pid is None:
+            pid_sql = self._pid(node.param, "m.pid", args)
+            if pid_sql is None:
                 return "1" if node.missing else "0"
-            args.append(pid)
-            exists = f"EXISTS (SELECT 1 FROM idx_{family} m WHERE m.rkey = {alias}.rkey AND m.pid = ?)"
+            exists = f"EXISTS (SELECT 1 FROM idx_{family} m WHERE m.rkey = {alias}.rkey AND {pid_sql})"
             return f"(NOT {exists})" if node.missing else exists
         if isinstance(node, Chain):
-            pid = self._pid_of(node.param.rtype, node.param.code)
-            if pid is None:
-                return "0"
             r, t = self._alias("r"), self._alias("t")
-            args.extend((node.target_type, pid, node.target_type))
+            args.append(node.target_type)
+            pid_sql = self._pid(node.param, f"{r}.pid", args)
+            if pid_sql is None:
+                args.pop()
+                return "0"
+            args.append(node.target_type)
             inner = self.where(node.inner, t, node.target_type, args)
             return (f"{alias}.rkey IN (SELECT {r}.rkey FROM idx_reference {r} JOIN resource_current {t}"
                     f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
-                    f" WHERE {r}.pid = ? AND {r}.target_type = ? AND {inner})")
+                    f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner})")
         if isinstance(node, Has):
-            pid = self._pid_of(node.ref_param.rtype, node.ref_param.code)
-            if pid is None or rtype is None:
-                return "0"
+            if rtype is None or rtype == "Resource":
+                raise ValueError("_has needs the type of the resources it filters")
             r, s = self._alias("r"), self._alias("s")
-            args.extend((pid, rtype))
+            pid_sql = self._pid(node.ref_param, f"{r}.pid", args)
+            if pid_sql is None:
+                return "0"
+            args.append(rtype)
             inner = self.where(node.inner, s, node.source_type, args)
             return (f"{alias}.rid IN (SELECT {r}.target_id FROM idx_reference {r} JOIN resource_current {s}"
-                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {r}.pid = ? AND {r}.target_type = ?"
+                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {r}.target_type = ?"
                     f" AND {inner})")
         if isinstance(node, IdIn):
             args.extend(node.ids)
@@ -109,15 +121,14 @@ class SqlRenderer:
 
     def _row(self, node: Row, alias: str, args: list[Any]) -> str:
         family = family_of(node.param)
-        pid = self._pid_of(node.param.rtype, node.param.code)
-        if pid is None:
+        pid_sql = self._pid(node.param, "pid", args)
+        if pid_sql is None:
             return "0"
-        args.append(pid)
         alts = []
         for alt in node.alts:
             conds = [self._cond(family, c, args) for c in alt]
             alts.append("(" + " AND ".join(conds or ["1"]) + ")")
-        return f"{alias}.rkey IN (SELECT rkey FROM idx_{family} WHERE pid = ? AND ({' OR '.join(alts)}))"
+        return f"{alias}.rkey IN (SELECT rkey FROM idx_{family} WHERE {pid_sql} AND ({' OR '.join(alts)}))"
 
     def _cond(self, family: str, cond: Cond, args: list[Any]) -> str:
         column = _column(family, cond.field)
@@ -148,15 +159,14 @@ class SqlRenderer:
         family = family_of(param)
         column = {"string": "norm", "token": "code", "reference": "target_id", "date": "lo", "number": "value",
                   "quantity": "value", "uri": "uri"}.get(family)
-        pid = self._pid_of(param.rtype, param.code)
         numeric = family in ("date", "number", "quantity")
         sentinel = ("-1e308" if numeric else "''") if descending else ("1e308" if numeric else f"'{TEXT_MAX}'")
-        if column is None or pid is None:
+        pid_sql = self._pid(param, "s.pid", args) if column is not None else None
+        if pid_sql is None:
             return sentinel
-        args.append(pid)
         agg = "MAX" if descending else "MIN"
         return (f"COALESCE((SELECT {agg}(s.{column}) FROM idx_{family} s WHERE s.rkey = {alias}.rkey"
-                f" AND s.pid = ?), {sentinel})")
+                f" AND {pid_sql}), {sentinel})")
 
 
 def _column(family: str, field: str) -> str:

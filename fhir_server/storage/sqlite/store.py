@@ -75,6 +75,12 @@ class _Reads(ReadOps):
     def _pid(self, rtype: str, code: str) -> int | None:
         return self._pids.get((rtype, code))
 
+    def _pids_of(self, rtype: str, code: str) -> tuple[int, ...]:
+        if rtype == "Resource":  # a common parameter searched across types
+            return tuple(pid for (_, c), pid in self._pids.items() if c == code)
+        pid = self._pids.get((rtype, code))
+        return () if pid is None else (pid,)
+
     def _one(self, sql: str, args: tuple[Any, ...]) -> Version | None:
         rows = self._conn.execute(sql, args).fetchall()
         return _version(rows[0]) if rows else None
@@ -138,7 +144,7 @@ class _Reads(ReadOps):
         return " AND ".join(clauses)
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        renderer = SqlRenderer(self._pid)
+        renderer = SqlRenderer(self._pids_of)
         args: list[Any] = []
         select_args: list[Any] = []
         sort_exprs: list[tuple[str, list[Any], bool]] = []
@@ -180,19 +186,21 @@ class _Reads(ReadOps):
 
     async def count(self, rtype: str | None, tree: Node) -> int:
         args: list[Any] = []
-        where = self._where(rtype, tree, args, SqlRenderer(self._pid))
+        where = self._where(rtype, tree, args, SqlRenderer(self._pids_of))
 
         def run(conn: sqlite3.Connection) -> int:
             return int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {where}", args).fetchone()[0])
 
         return await self._run(run)
 
-    async def referenced(self, keys: list[int], params: list[Param], target_type: str | None) -> list[Version]:
+    async def referenced(
+        self, keys: list[int], params: list[Param], target_type: str | None
+    ) -> tuple[list[int], list[Version]]:
         pids = [p for p in (self._pid(x.rtype, x.code) for x in params) if p is not None]
         if not keys or not pids:
-            return []
+            return [], []
         args: list[Any] = [*keys, *pids]
-        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS} FROM idx_reference r"
+        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS}, c.rkey FROM idx_reference r"
                " JOIN resource_current c ON c.rtype = r.target_type AND c.rid = r.target_id AND c.deleted = 0"
                " JOIN resource_version v ON v.seq = c.seq"
                f" WHERE r.rkey IN ({','.join('?' * len(keys))}) AND r.pid IN ({','.join('?' * len(pids))})")
@@ -200,8 +208,9 @@ class _Reads(ReadOps):
             sql += " AND r.target_type = ?"
             args.append(target_type)
 
-        def run(conn: sqlite3.Connection) -> list[Version]:
-            return [_version(r) for r in conn.execute(sql, args).fetchall()]
+        def run(conn: sqlite3.Connection) -> tuple[list[int], list[Version]]:
+            rows = conn.execute(sql, args).fetchall()
+            return [r[8] for r in rows], [_version(r) for r in rows]
 
         return await self._run(run)
 
