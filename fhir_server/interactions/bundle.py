@@ -198,6 +198,7 @@ def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     """Re-point an entry's error at its place in the Bundle."""
     prefix = f"Bundle.entry[{entry.index}]"
     rtype = entry.resource.get("resourceType") if entry.resource else None
+    rtype = rtype if isinstance(rtype, str) else None
     issues = []
     for issue in error.issues:
         exprs = tuple(

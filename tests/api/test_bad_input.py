@@ -179,8 +179,12 @@ def test_unsupported_content_type_is_415(client: httpx.Client, ctype: str) -> No
         ("POST", "/Patient/_history", {"GET"}),
         ("DELETE", "/_history", {"GET"}),
         ("GET", "/Patient/_search", {"POST"}),
-        ("PUT", "", {"POST"}),
-        ("DELETE", "", {"POST"}),
+        ("PUT", "", {"GET", "POST"}),
+        ("DELETE", "", {"GET", "POST"}),
+        ("PUT", "/_search", {"POST"}),
+        ("GET", "/_search", {"POST"}),
+        ("POST", "/Patient/{id}/Observation", {"GET"}),
+        ("DELETE", "/Patient/{id}/$everything", {"GET", "POST"}),
     ],
 )
 def test_unsupported_method_is_405_with_allow(client: httpx.Client, method: str, path: str,
@@ -208,8 +212,8 @@ def test_unknown_resource_type_is_404(client: httpx.Client, method: str, path: s
     assert newest_change(client) == before
 
 
-@pytest.mark.parametrize("path", ["/Patient/{id}/$everything", "/Patient/$validate", "/$export",
-                                  "/Patient/{id}/_history/1/extra", "/Patient/{id}/foo"])
+@pytest.mark.parametrize("path", ["/Observation/{id}/$everything", "/Patient/{id}/$lastn", "/Patient/$validate",
+                                  "/$export", "/Patient/{id}/_history/1/extra", "/Patient/{id}/foo"])
 def test_unknown_operation_or_path_is_404(client: httpx.Client, path: str) -> None:
     rid = create(client, patient())["id"]
     assert_error(client.get(path.replace("{id}", rid)), 404)
@@ -220,17 +224,42 @@ def test_outside_fhir_base_is_404(server: ServerProcess) -> None:
     assert_error(resp, 404)
 
 
-def test_system_search_is_refused(client: httpx.Client) -> None:
-    assert_error(client.get("", params={"_id": "x"}), 400, code="not-supported")
+def test_system_search_answers_a_searchset(client: httpx.Client) -> None:
+    """System search (GET and POST on the base) is an interaction now, not an error."""
+    rid = create(client, patient())["id"]
+    for resp in (client.get("", params={"_id": rid}),
+                 client.post("/_search", data={"_id": rid})):
+        assert resp.status_code == 200, resp.text
+        bundle = resp.json()
+        assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
+        assert [e["resource"]["id"] for e in bundle["entry"]] == [rid]
 
 
 @pytest.mark.parametrize(
     ("params", "expression"),
-    [({"_count": "abc"}, "_count"), ({"_count": "-2"}, "_count"), ({"unknownParam": "x"}, "unknownParam"),
-     ({"identifier": ""}, "identifier"), ({"_cursor": "@@"}, "_cursor"), ({"identifier": "a|b|c"}, "identifier")],
+    [({"_count": "abc"}, "_count"), ({"_count": "-2"}, "_count"), ({"identifier": ""}, "identifier"),
+     ({"_cursor": "@@"}, "_cursor"), ({"identifier": "a|b|c"}, "identifier"), ({"birthdate": "2000-13"}, "birthdate"),
+     ({"birthdate": "xx2000"}, "birthdate"), ({"name:below": "x"}, "name:below"), ({"_sort": "-"}, "_sort"),
+     ({"_summary": "maybe"}, "_summary"), ({"_total": "all"}, "_total")],
 )
 def test_bad_search_parameters(client: httpx.Client, params: dict[str, str], expression: str) -> None:
     assert_error(client.get("/Patient", params=params), 400, expression=expression)
+
+
+def test_unknown_search_parameter_is_lenient_unless_strict(client: httpx.Client) -> None:
+    """An unknown parameter is dropped and reported (search.mode = outcome); ``Prefer: handling=strict`` refuses it."""
+    body = create(client, patient())
+    params = {"identifier": f"{body['identifier'][0]['system']}|{body['identifier'][0]['value']}",
+              "unknownParam": "x"}
+    resp = client.get("/Patient", params=params)
+    assert resp.status_code == 200, resp.text
+    entries = resp.json()["entry"]
+    assert [e["resource"]["id"] for e in entries if e["search"]["mode"] == "match"] == [body["id"]]
+    outcomes = [e["resource"] for e in entries if e["search"]["mode"] == "outcome"]
+    assert len(outcomes) == 1 and outcomes[0]["resourceType"] == "OperationOutcome"
+    assert "unknownParam" in json.dumps(outcomes[0])
+    assert_error(client.get("/Patient", params=params, headers={"Prefer": "handling=strict"}), 400,
+                 expression="unknownParam")
 
 
 def test_json_with_byte_order_mark(client: httpx.Client) -> None:
