@@ -34,6 +34,8 @@ quantity   Quantity/Age/Duration/Count/Distance/SimpleQuantity → value with it
 uri        uri/url/canonical/oid/uuid → the text; a versioned canonical also without its ``|version``.
 composite  the composite's expression gives nodes; each component's expression is evaluated on each node and
            typed by the component's own SearchParameter; one CompositeV per combination (cartesian product).
+           Token parts keep only values with a code (a CodeableConcept's text alone cannot be asked for in a
+           composite, and would multiply rows).
 
 Values are de-duplicated per parameter, in first-seen order.
 """
@@ -55,17 +57,19 @@ from fhir_server.search import registry
 from fhir_server.search.fastpath import (
     Evaluator,
     Node,
-    split_union,
     compile_path,
     element_variants,
     is_a,
-    items as _items,
     normalise_expression,
+    parent_type,
     parse_reference,
     reference_type,
     root_keys,
+    split_union,
     type_matches,
+    type_name,
 )
+from fhir_server.search.fastpath import items as _items
 from fhir_server.search.ranges import date_range, number_range_of
 from fhir_server.search.ucum import UCUM_SYSTEM, canonicalize
 from fhir_server.search.values import (
@@ -99,15 +103,23 @@ _SKIPPED_CODES = frozenset({"_id"})  # the store indexes ids itself
 # ---- small cached helpers (values repeat across resources: displays, units, dates) -----------------------------
 
 
+def fast_normalize(text: str) -> str:
+    """:func:`values.normalize`, with a shortcut for ASCII text (most of it), where NFKD changes nothing and
+    casefolding is lowercasing."""
+    if text.isascii():
+        return " ".join(text.lower().split())
+    return normalize(text)
+
+
 @lru_cache(maxsize=65536)
 def _norm_cached(text: str) -> str:
-    return normalize(text)
+    return fast_normalize(text)
 
 
 def _norm(text: str) -> str:
     # displays, names and codes repeat across resources; long free text (descriptions) does not, and would only
     # fill the cache
-    return _norm_cached(text) if len(text) <= 128 else normalize(text)
+    return _norm_cached(text) if len(text) <= 128 else fast_normalize(text)
 
 
 @lru_cache(maxsize=65536)
@@ -502,14 +514,12 @@ for _ptype in ("string", "token", "reference", "date", "number", "quantity", "ur
 
 @lru_cache(maxsize=None)
 def _converter(ptype: str, type_key: str) -> Converter:
-    from fhir_server.search.fastpath import _TYPE2PARENT, type_name
-
     name: str | None = type_name(type_key)
     while name:
         conv = _CONVERTERS.get((ptype, name))
         if conv is not None:
             return conv
-        name = _TYPE2PARENT.get(name)
+        name = parent_type(name)
     return _nothing
 
 
@@ -915,7 +925,9 @@ def text_content(resource: dict[str, Any]) -> tuple[str, str]:
         narrative = _narrative_text(text["div"])
     parts: list[str] = []
     _collect_strings(resource, parts, top=True)
-    return normalize(narrative), normalize(" ".join(parts))
+    # part by part, so the ASCII shortcut applies to most parts (same result: normalising splits on whitespace)
+    normalised = (fast_normalize(p) for p in parts)
+    return fast_normalize(narrative), " ".join(p for p in normalised if p)
 
 
 def _collect_strings(value: Any, parts: list[str], top: bool = False) -> None:

@@ -40,7 +40,7 @@ from fhirpathpy.models import models
 from resources.model import is_resource_type, primitive_types, type_info
 
 __all__ = ["Node", "Evaluator", "items", "compile_path", "root_keys", "element_variants", "split_union", "is_a",
-           "type_matches", "reference_type", "parse_reference", "type_name", "normalise_expression"]
+           "parent_type", "type_matches", "reference_type", "parse_reference", "type_name", "normalise_expression"]
 
 Node = tuple[Any, str]  # (JSON value, type key)
 Evaluator = Callable[[list[Node], dict[str, Any]], list[Node]]  # (input nodes, root resource) -> result nodes
@@ -55,12 +55,14 @@ def items(value: Any) -> list[Any] | tuple[()]:
     return value if value.__class__ is list else ()
 
 
-_items = items
-
-
 def type_name(type_key: str) -> str:
     """The FHIR type of a node's type key: backbone paths (``Observation.component``) are BackboneElements."""
     return "BackboneElement" if "." in type_key else type_key
+
+
+def parent_type(name: str) -> str | None:
+    """The FHIR type ``name`` derives from (``Age`` → ``Quantity``, ``code`` → ``string``), in fhirpathpy's model."""
+    return _TYPE2PARENT.get(name)
 
 
 @lru_cache(maxsize=4096)
@@ -131,7 +133,7 @@ def reference_type(ref: Any, root: dict[str, Any]) -> str | None:
     literal = ref.get("reference")
     if isinstance(literal, str):
         if literal.startswith("#"):
-            for contained in _items(root.get("contained")):
+            for contained in items(root.get("contained")):
                 if isinstance(contained, dict) and contained.get("id") == literal[1:]:
                     rtype = contained.get("resourceType")
                     return rtype if isinstance(rtype, str) else None
@@ -291,7 +293,7 @@ def _extension_step(url: str) -> _Step:
         for data, _tk in nodes:
             if data.__class__ is not dict:
                 continue
-            for ext in _items(data.get("extension")):
+            for ext in items(data.get("extension")):
                 if ext.__class__ is dict and ext.get("url") == url:
                     out.append((ext, "Extension"))
         return out

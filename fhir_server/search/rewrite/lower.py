@@ -112,9 +112,27 @@ def _quantity_alts(q: QuantityQ) -> Alts:
     return tuple((*extra, *alt) for alt in _point_alts(q.prefix, q.value, q.lo, q.hi))
 
 
+def _exists_not_equal(part: Node) -> Node | None:
+    """``ne`` inside a composite means "this component's value differs" (of the same element), not "no element has
+    this value": the complement of eq's conditions, as alternatives on one row."""
+    if isinstance(part, DateQ) and part.prefix == "ne":
+        return Row(part.param, ((Cond("lo", "<", part.lo),), (Cond("hi", ">", part.hi),)))
+    if isinstance(part, NumberQ) and part.prefix == "ne":
+        return Row(part.param, ((Cond("value", "<", part.lo),), (Cond("value", ">=", part.hi),)))
+    if isinstance(part, QuantityQ) and part.prefix == "ne":
+        eq = lower(QuantityQ(part.param, "eq", part.value, part.lo, part.hi, part.system, part.code,
+                             part.canon_value, part.canon_lo, part.canon_hi, part.canon_code))
+        assert isinstance(eq, Row)
+        unit = tuple(c for c in eq.alts[0] if c.op == "=")
+        value = [c for c in eq.alts[0] if c.op != "="]
+        lo, hi = value[0], value[1]
+        return Row(part.param, ((*unit, Cond(lo.field, "<", lo.value)), (*unit, Cond(hi.field, ">=", hi.value))))
+    return None
+
+
 def _component_alts(part: Node, index: int) -> Alts:
     """Conditions of one composite component, with fields prefixed by the component index."""
-    lowered = lower(part)
+    lowered = _exists_not_equal(part) or lower(part)
     if not isinstance(lowered, Row):
         raise ValueError(f"composite component {index} must lower to a single row, got {lowered}")
     return tuple(tuple(Cond(f"{index}.{c.field}", c.op, c.value) for c in alt) for alt in lowered.alts)

@@ -333,8 +333,13 @@ class SqliteStore(_Reads, Store):
         from resources.model import resource_types
 
         known = {(r, c): pid for pid, r, c in conn.execute("SELECT pid, rtype, code FROM search_param")}
-        missing = [(rtype, code) for rtype in sorted(resource_types()) for code in sorted(params_for(rtype))
-                   if (rtype, code) not in known]
+        wanted = []
+        for rtype in sorted(resource_types()):
+            for code, p in sorted(params_for(rtype).items()):
+                wanted.append((rtype, code))
+                if p.type == "token":  # identifier :of-type values are indexed as a composite of their own
+                    wanted.append((rtype, f"{code}:of-type"))
+        missing = [key for key in wanted if key not in known]
         if missing:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT OR IGNORE INTO search_param (rtype, code) VALUES (?, ?)", missing)
