@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.bundling import history_entry, links, parse_count, parse_cursor
 from fhir_server.interactions.common import Services
@@ -53,10 +55,11 @@ async def history(svc: Services, req: FhirRequest, rtype: str | None = None, rid
         before_seq=_before(req),
     )
     page = await svc.store.history(query)
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",
         "link": links(req, None if page.next_cursor is None else (page.next_cursor,)),
-        "entry": [history_entry(req, v) for v in page.versions],
     }
+    if page.versions:  # no empty arrays in FHIR JSON or XML
+        bundle["entry"] = [history_entry(req, v) for v in page.versions]
     return FhirResponse(200, bundle)

@@ -29,7 +29,8 @@ def form_query(req: FhirRequest) -> list[tuple[str, str]]:
 
 
 def _strict(req: FhirRequest) -> bool:
-    return req.prefer().get("handling") == "strict"
+    # RFC 7240: a preference may carry parameters after ';' (``handling=strict; x=y``)
+    return req.prefer().get("handling", "").split(";")[0].strip().lower() == "strict"
 
 
 def _url(req: FhirRequest, path: str, request: SearchRequest) -> str:
@@ -76,7 +77,8 @@ def searchset(req: FhirRequest, path: str, result: SearchResult) -> dict[str, An
             for name in result.unknown
         ])
         entries.append({"resource": outcome, "search": {"mode": "outcome"}})
-    bundle["entry"] = entries
+    if entries:  # FHIR JSON and XML have no empty arrays: a search that found nothing has no entry element
+        bundle["entry"] = entries
     return bundle
 
 

@@ -59,9 +59,10 @@ async def everything(svc: Services, req: FhirRequest, pid: str) -> FhirResponse:
         "resourceType": "Bundle",
         "type": "searchset",
         "link": [link(req, "self", cursor)] + ([link(req, "next", (page[-1][0],))] if more else []),
-        "entry": [{"fullUrl": f"{req.base}/{v.rtype}/{v.rid}", "resource": embedded(v), "search": {"mode": "match"}}
-                  for _, v in page],
     }
+    if page:  # no empty arrays in FHIR: nothing found, no entry element
+        bundle["entry"] = [{"fullUrl": f"{req.base}/{v.rtype}/{v.rid}", "resource": embedded(v),
+                            "search": {"mode": "match"}} for _, v in page]
     if cursor is None and not more:
         bundle["total"] = len(page)
     return FhirResponse(200, bundle)

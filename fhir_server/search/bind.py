@@ -565,8 +565,10 @@ def _sort_param(scope: str | None, key: SortKey) -> Param:
     return Param(scope or SYSTEM_RTYPE, key.code, p.type)
 
 
-def _check_include(inc: Include) -> None:
+def _check_include(inc: Include, reverse: bool = False) -> None:
     if inc.source_type == "*":
+        if reverse:  # "everything that refers to a match, through any parameter of any type": not offered
+            raise _Unsupported("_revinclude needs a source type, as in _revinclude=Observation:subject", "AEGIS-339")
         return
     if not is_resource_type(inc.source_type):
         raise _Unsupported(f"{inc.source_type!r} is not a resource type", "AEGIS-339")
@@ -669,7 +671,7 @@ def bind(rtype: str | None, request: SearchRequest, *, strict: bool, base_url: s
     for name, incs in (("_include", request.include), ("_revinclude", request.revinclude)):
         for inc in incs:
             try:
-                _check_include(inc)
+                _check_include(inc, reverse=name == "_revinclude")
             except _Unsupported as exc:
                 drop(f"{name}{':iterate' if inc.iterate else ''}={inc.text()}", exc)
                 continue

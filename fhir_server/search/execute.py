@@ -61,11 +61,12 @@ async def execute(
     tree = await prepare(tree, rtype, store)
     summary_count = request.summary == "count"
     count = 0 if summary_count else min(request.count if request.count is not None else default_count, max_count)
-    want_total = summary_count or request.total in ("accurate", "estimate")
+    # ``_count=0`` asks for no entries, so the one thing the page can carry is the total (count it)
+    want_total = summary_count or request.total in ("accurate", "estimate") or (count == 0 and request.total != "none")
     sort = tuple(SortKey(param, descending) for param, descending in bound.sort)
     page = await store.search(SearchQuery(rtype, tree, sort, count, after, want_total))
     total = page.total
-    if total is None and after is None and page.next_after is None and request.total != "none":
+    if total is None and after is None and page.next_after is None and count > 0 and request.total != "none":
         total = len(page.versions)  # exact, and free: everything fitted in one page
     included = await _includes(store, bound.request, page.keys, page.versions)
     return SearchResult(page.versions, included, total, page.next_after, bound, count, summary_count, bound.unknown)

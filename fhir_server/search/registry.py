@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources as importlib_resources
 
-from resources.model import resource_types
+from resources.model import is_resource_type, resource_types
 
 # parameters that are not index lookups: handled by the engine itself, or not supported
 RESULT_PARAMETERS = frozenset({
@@ -89,7 +89,10 @@ def _by_type() -> dict[str, dict[str, SearchParamDef]]:
             else:
                 targets = [base] if base in table else []
             for t in targets:
-                table[t].setdefault(p.code, p)
+                # a parameter whose expression has nothing for the type never matches there: not offered
+                # (R4's example ``part-agree`` is based on Patient but reads DocumentReference)
+                if expression_for(t, p) is not None:
+                    table[t].setdefault(p.code, p)
     return table
 
 
@@ -139,5 +142,12 @@ def expression_for(rtype: str, p: SearchParamDef) -> str | None:
     """The part of ``p``'s expression that applies to ``rtype`` (None if nothing does)."""
     if p.expression is None:
         return None
-    keep = [alt for alt in _split_top_level(p.expression) if _root(alt) in (rtype, "Resource", "DomainResource")]
+    keep = []
+    for alt in _split_top_level(p.expression):
+        root = _root(alt)
+        if root in (rtype, "Resource", "DomainResource"):
+            keep.append(alt)
+        elif rtype in p.base and not is_resource_type(root):
+            # an unrooted path is relative to the base (R4's InsurancePlan ``name`` is "name | alias")
+            keep.append(f"{rtype}.{alt}")
     return " | ".join(keep) if keep else None

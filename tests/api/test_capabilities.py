@@ -26,6 +26,7 @@ from tests.api._util import (
     newest_change,
     put,
     read,
+    search_ids,
     token,
     uid,
 )
@@ -241,14 +242,40 @@ def test_undeclared_interactions_are_refused(client: httpx.Client, statement: di
             if code not in declared:
                 resp = TYPE_PERFORMERS[code](client, rtype)
                 assert 400 <= resp.status_code < 500, f"undeclared {rtype} {code} answered {resp.status_code}"
-    # operations are not declared at all (no rest.operation), so none may be served
+    # operations are declared per resource type (none at system level); an undeclared one is not served
     assert "operation" not in statement["rest"][0]
-    before = newest_change(client)
-    assert_error(client.post("/Patient/$validate", json=_sample("Patient"), headers=JSON_HEADERS), 404)
-    assert newest_change(client) == before
-    # at least one of the undeclared checks above must actually have run
-    assert undeclared_system or any(
-        len(_resource_entry(statement, t)["interaction"]) < len(TYPE_CODES) for t in WALKED_TYPES)
+    checked = 0
+    for rtype in (*WALKED_TYPES, "Encounter"):
+        declared_ops = {o["name"] for o in _resource_entry(statement, rtype).get("operation", [])}
+        rid = create(client, _sample(rtype) if rtype in WALKED_TYPES else
+                     {"resourceType": "Encounter", "status": "planned", "class": {"code": "AMB"}})["id"]
+        for op in ("everything", "validate", "lastn", "meta", "expand"):
+            if op in declared_ops:
+                continue
+            before = newest_change(client)
+            assert_error(client.get(f"/{rtype}/{rid}/${op}"), 404)
+            assert_error(client.post(f"/{rtype}/${op}", json=_sample("Patient"), headers=JSON_HEADERS), 404)
+            assert newest_change(client) == before
+            checked += 1
+    assert checked  # at least one undeclared operation was tried
+
+
+def test_declared_operations_work(client: httpx.Client, statement: dict[str, Any]) -> None:
+    """Every declared operation of every type answers; here that is Patient/$everything (GET and POST)."""
+    declared = [(r["type"], o["name"]) for r in statement["rest"][0]["resource"] for o in r.get("operation", [])]
+    assert ("Patient", "everything") in declared
+    for rtype, name in declared:
+        assert (rtype, name) == ("Patient", "everything"), f"{rtype} ${name} is declared but not walked"
+        assert_definition = [o for o in _resource_entry(statement, rtype)["operation"] if o["name"] == name][0]
+        assert assert_definition["definition"].startswith("http://hl7.org/fhir/OperationDefinition/")
+        pid = _existing(client, "Patient")["id"]
+        obs = create(client, {**_sample("Observation"), "subject": {"reference": f"Patient/{pid}"}})["id"]
+        for resp in (client.get(f"/Patient/{pid}/$everything"), client.post(f"/Patient/{pid}/$everything")):
+            assert resp.status_code == 200, resp.text
+            bundle = resp.json()
+            assert bundle["type"] == "searchset"
+            found = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"]}
+            assert found == {("Patient", pid), ("Observation", obs)}
 
 
 def test_declared_conditional_support(client: httpx.Client, statement: dict[str, Any]) -> None:
@@ -289,14 +316,115 @@ def test_declared_conditional_support(client: httpx.Client, statement: dict[str,
         assert by_identifier(client, "Patient", other) == []
 
 
-def test_declared_search_parameters_work(client: httpx.Client, statement: dict[str, Any]) -> None:
-    for rtype in WALKED_TYPES:
-        body = _existing(client, rtype)
-        for param in _resource_entry(statement, rtype).get("searchParam", []):
-            value = body["id"] if param["name"] == "_id" else token(body["identifier"][0])
-            resp = client.get(f"/{rtype}", params={param["name"]: value})
-            assert resp.status_code == 200, resp.text
-            assert [e["resource"]["id"] for e in resp.json()["entry"]] == [body["id"]], (rtype, param["name"])
+SEARCH_WALKED_TYPES = ("Patient", "Observation", "Appointment", "MedicationRequest", "ChargeItem", "RiskAssessment",
+                       "ImagingStudy", "Encounter", "Condition")
+_NO_MISSING = frozenset({"_list", "_text", "_content"})  # these take no modifier at all
+
+
+def _decorated(resource: dict[str, Any], mark: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The first sample of a type gets the common metadata, and the values of the common parameters."""
+    profile = f"http://example.org/fhir/StructureDefinition/walk-{mark}"
+    source = f"urn:aegis-test:source:{mark}"
+    narrative = f"walker{mark} narrative"
+    res = {
+        **resource,
+        "meta": {"profile": [profile], "source": source,
+                 "tag": [{"system": "urn:aegis-test:tag", "code": f"tag-{mark}"}],
+                 "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
+        "text": {"status": "generated",
+                 "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{narrative}</p></div>'},
+    }
+    values = {
+        "_profile": profile, "_source": source, "_tag": f"urn:aegis-test:tag|tag-{mark}",
+        "_security": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
+        "_text": f"walker{mark}", "_content": f"Walker{mark} NARRATIVE",
+    }
+    return res, values
+
+
+def _mismatch(ptype: str, value: str) -> str:
+    """A value of the parameter's type that the sample does not have."""
+    other = uid()
+    if ptype == "reference":
+        kind = value.split("/")[0] + "/" if "/" in value else ""
+        return f"{kind}nosuch-{other}"
+    return {"token": f"nosuch-{other}", "string": f"zq{other}", "date": "1800-01-01", "number": "-987654",
+            "quantity": "-987654", "uri": f"urn:nosuch:{other}", "special": f"nosuch{other}"}[ptype]
+
+
+def _walk_search(client: httpx.Client, rtype: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """Ids of the matches of one search; the answer must be a well-formed searchset with nothing dropped."""
+    resp = client.get(f"/{rtype}", params=pairs, headers={"Prefer": "handling=strict"})
+    assert resp.status_code == 200, (pairs, resp.text)
+    bundle = resp.json()
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset", pairs
+    assert [link["relation"] for link in bundle["link"]][0] == "self", pairs
+    entries = bundle.get("entry", [])
+    assert all(e["search"]["mode"] == "match" for e in entries), (pairs, entries)
+    assert all(e["resource"]["resourceType"] == rtype for e in entries), pairs
+    return [e["resource"]["id"] for e in entries]
+
+
+@pytest.mark.parametrize("rtype", SEARCH_WALKED_TYPES)
+def test_declared_search_parameters_work(client: httpx.Client, statement: dict[str, Any], rtype: str) -> None:
+    """Every search parameter declared for the type finds a resource that has a value for it, does not find it with
+    another value, and agrees with ``:missing``; parameters no resource can have still answer a searchset."""
+    from tests.api import _walk_samples
+
+    declared = {p["name"]: p["type"] for p in _resource_entry(statement, rtype).get("searchParam", [])}
+    assert "_id" in declared and "_lastUpdated" in declared
+    mark = uid()[:12]
+    samples = _walk_samples.SAMPLES[rtype]()
+    first, common = _decorated(samples[0][0], mark)
+    samples[0] = (first, {**samples[0][1], **common})
+    created = [create(client, res) for res, _ in samples]
+    head = created[0]
+    listed = create(client, {"resourceType": "List", "status": "current", "mode": "working",
+                             "entry": [{"item": {"reference": f"{rtype}/{head['id']}"}}]})
+    samples[0][1].update({"_id": head["id"], "_lastUpdated": head["meta"]["lastUpdated"], "_list": listed["id"]})
+
+    covered = {name for _, values in samples for name in values}
+    unknown = covered - set(declared)
+    assert not unknown, f"the walk has values for parameters {rtype} does not declare: {sorted(unknown)}"
+    for name, ptype in sorted(declared.items()):
+        if name not in covered:
+            assert (rtype, name) in _walk_samples.IMPRACTICAL, f"{rtype}.{name} ({ptype}) is not walked"
+            _walk_search(client, rtype, [(name, _mismatch(ptype, "x")), ("_id", head["id"])])
+            _walk_search(client, rtype, [(name, _mismatch(ptype, "x"))])
+            continue
+    for body, (_, values) in zip(created, samples):
+        rid = body["id"]
+        for name, given in values.items():
+            ptype = declared[name]
+            match, mismatch = given if isinstance(given, tuple) else (given, _mismatch(ptype, given))
+            where = f"{rtype}?{name}"
+            assert _walk_search(client, rtype, [(name, match), ("_id", rid)]) == [rid], f"{where}={match}"
+            if name == "_id":
+                assert _walk_search(client, rtype, [(name, mismatch)]) == [], f"{where}={mismatch}"
+                continue
+            assert _walk_search(client, rtype, [(name, mismatch), ("_id", rid)]) == [], f"{where}={mismatch}"
+            if name not in _NO_MISSING:
+                assert _walk_search(client, rtype, [(f"{name}:missing", "false"), ("_id", rid)]) == [rid], where
+                assert _walk_search(client, rtype, [(f"{name}:missing", "true"), ("_id", rid)]) == [], where
+    # a search by the parameter alone (no _id) finds the sample too, for the parameters with unique values
+    for name in ("identifier", "_tag", "_list"):
+        if name in samples[0][1]:
+            value = samples[0][1][name]
+            assert head["id"] in search_ids(client, rtype, **{name: value if isinstance(value, str) else value[0]})
+
+
+def test_declared_parameters_apply_to_their_type(client: httpx.Client, statement: dict[str, Any]) -> None:
+    """A parameter is declared only where its expression can match: not R4's example ``part-agree`` on Patient (its
+    expression reads DocumentReference); and InsurancePlan ``name``, whose R4 expression is the unrooted
+    ``name | alias``, is declared and finds both."""
+    assert "part-agree" not in {p["name"] for p in _resource_entry(statement, "Patient")["searchParam"]}
+    assert "name" in {p["name"] for p in _resource_entry(statement, "InsurancePlan")["searchParam"]}
+    mark = uid()
+    rid = create(client, {"resourceType": "InsurancePlan", "name": f"Gold {mark}", "alias": [f"Aurum {mark}"]})["id"]
+    for value in (f"gold {mark}", f"aurum {mark}"):
+        resp = client.get("/InsurancePlan", params={"name": value}, headers={"Prefer": "handling=strict"})
+        assert resp.status_code == 200, resp.text
+        assert [e["resource"]["id"] for e in resp.json().get("entry", [])] == [rid], value
 
 
 def test_declared_patch_formats_work(client: httpx.Client, statement: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ range ``[plo, phi)`` and a stored range ``[lo, hi)``:
 
 =====  ==========================================================  =====================================
 eq     the search range contains the stored range                  lo >= plo and hi <= phi
-ne     not eq                                                      Not(eq)
+ne     has a value, and none of its values is eq                   Missing(false) and Not(eq)
 gt     the stored range reaches above the search range             hi > phi
 lt     the stored range reaches below the search range             lo < plo
 ge     gt or eq                                                    hi > phi  |  lo >= plo and hi <= phi
@@ -29,6 +29,7 @@ from fhir_server.search.tree import (
     Cond,
     DateQ,
     Has,
+    Missing,
     Node,
     Not,
     NumberQ,
@@ -86,7 +87,9 @@ def _point_alts(prefix: str, value: float, plo: float, phi: float, field: str = 
 
 
 def _negated(prefix: str, row: Row) -> Node:
-    return Not(row) if prefix == "ne" else row
+    """``ne`` is about the resource's value: one without any value is not "not equal" (unlike ``:not``, which the
+    spec defines to include resources with no value), so it needs a value as well as no equal one."""
+    return And((Missing(row.param, False), Not(row))) if prefix == "ne" else row
 
 
 def token_conds(q: TokenQ) -> tuple[Cond, ...]:

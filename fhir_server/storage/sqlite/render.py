@@ -88,16 +88,19 @@ class SqlRenderer:
                     f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
                     f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner})")
         if isinstance(node, Has):
-            if rtype is None or rtype == "Resource":
-                raise ValueError("_has needs the type of the resources it filters")
             r, s = self._alias("r"), self._alias("s")
             pid_sql = self._pid(node.ref_param, f"{r}.pid", args)
             if pid_sql is None:
                 return "0"
-            args.append(rtype)
+            if rtype is None or rtype == "Resource":
+                # system level (with or without _type): the reference must name the row's own type
+                target = f"{r}.target_type = {alias}.rtype"
+            else:
+                target = f"{r}.target_type = ?"
+                args.append(rtype)
             inner = self.where(node.inner, s, node.source_type, args)
             return (f"{alias}.rid IN (SELECT {r}.target_id FROM idx_reference {r} JOIN resource_current {s}"
-                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {r}.target_type = ?"
+                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target}"
                     f" AND {inner})")
         if isinstance(node, IdIn):
             args.extend(node.ids)
