@@ -110,7 +110,10 @@ def validate_resource(resource: Any) -> None:
     """Validate a resource already in dict form (from XML, a patch, a Bundle entry)."""
     if not isinstance(resource, dict):
         raise InvalidInput("a resource must be a JSON object", message_id="AEGIS-101")
-    text = jsonio.dumps(resource)
+    try:
+        text = jsonio.dumps(resource)
+    except TypeError as exc:  # e.g. an integer beyond 64 bits, which no FHIR integer type allows anyway
+        raise InvalidInput(f"the resource holds a value FHIR cannot represent: {exc}", message_id="AEGIS-100") from None
     try:
         found = fhirkit.validate(text)
     except fhirkit.ParseError as exc:
