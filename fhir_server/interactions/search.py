@@ -60,8 +60,12 @@ def searchset(req: FhirRequest, path: str, result: SearchResult) -> dict[str, An
     links = [{"relation": "self", "url": _url(req, path, request)}]
     if request.cursor is not None:
         links.append({"relation": "first", "url": _url(req, path, request.with_cursor(None))})
+    if result.prev_before is not None and not result.summary_count:
+        links.append({"relation": "previous",
+                      "url": _url(req, path, request.with_cursor(encode_cursor(("b", *result.prev_before))))})
     if result.next_after is not None and not result.summary_count:
-        links.append({"relation": "next", "url": _url(req, path, request.with_cursor(encode_cursor(result.next_after)))})
+        links.append({"relation": "next",
+                      "url": _url(req, path, request.with_cursor(encode_cursor(("a", *result.next_after))))})
     bundle["link"] = links
     entries: list[dict[str, Any]] = []
     for v in result.matches:
@@ -86,9 +90,14 @@ async def run_search(svc: Services, req: FhirRequest, rtype: str | None, path: s
                      compartment: tuple[str, str] | None = None) -> FhirResponse:
     request = parse(pairs)
     cursor = None if request.cursor is None else decode_cursor(request.cursor)
+    after = before = None
+    if cursor is not None:
+        if cursor[0] not in ("a", "b") or len(cursor) < 2:
+            raise InvalidInput("_cursor is not a search cursor", expression="_cursor", message_id="AEGIS-181")
+        after, before = (cursor[1:], None) if cursor[0] == "a" else (None, cursor[1:])
     result = await execute(
         svc.store, rtype, request, strict=_strict(req), base_url=req.base,
-        default_count=svc.settings.page_size, max_count=svc.settings.max_page_size, after=cursor,
+        default_count=svc.settings.page_size, max_count=svc.settings.max_page_size, after=after, before=before,
         compartment=compartment,
     )
     return FhirResponse(200, searchset(req, path, result))

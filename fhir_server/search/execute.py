@@ -29,6 +29,7 @@ class SearchResult:
     count: int
     summary_count: bool = False
     unknown: tuple[str, ...] = field(default=())
+    prev_before: tuple[object, ...] | None = None
 
 
 def parse(pairs: list[tuple[str, str]]) -> SearchRequest:
@@ -52,6 +53,7 @@ async def execute(
     default_count: int,
     max_count: int,
     after: tuple[object, ...] | None,
+    before: tuple[object, ...] | None = None,
     compartment: tuple[str, str] | None = None,
 ) -> SearchResult:
     bound = bind(rtype, request, strict=strict, base_url=base_url)
@@ -64,12 +66,13 @@ async def execute(
     # ``_count=0`` asks for no entries, so the one thing the page can carry is the total (count it)
     want_total = summary_count or request.total in ("accurate", "estimate") or (count == 0 and request.total != "none")
     sort = tuple(SortKey(param, descending) for param, descending in bound.sort)
-    page = await store.search(SearchQuery(rtype, tree, sort, count, after, want_total))
+    page = await store.search(SearchQuery(rtype, tree, sort, count, after, want_total, before))
     total = page.total
-    if total is None and after is None and page.next_after is None and count > 0 and request.total != "none":
+    if total is None and after is None and before is None and page.next_after is None and count > 0 and request.total != "none":
         total = len(page.versions)  # exact, and free: everything fitted in one page
     included = await _includes(store, bound.request, page.keys, page.versions)
-    return SearchResult(page.versions, included, total, page.next_after, bound, count, summary_count, bound.unknown)
+    return SearchResult(page.versions, included, total, page.next_after, bound, count, summary_count, bound.unknown,
+                        page.prev_before)
 
 
 def _reference_params(source: str, code: str) -> list[Param]:

@@ -68,6 +68,7 @@ class SearchQuery:
     count: int = 50
     after: tuple[object, ...] | None = None  # keyset cursor: the sort values and key of the last row seen
     total: bool = False  # also count every match
+    before: tuple[object, ...] | None = None  # keyset cursor for the previous page: the first row seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class SearchPage:
     keys: list[int]  # the store's key of each version's resource (for _include/_revinclude)
     next_after: tuple[object, ...] | None
     total: int | None = None
+    prev_before: tuple[object, ...] | None = None  # set when rows precede this page
 
 
 @dataclass(frozen=True, slots=True)

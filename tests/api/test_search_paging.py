@@ -6,6 +6,7 @@ self/next/first links; compartment search (``Patient/X/Observation``); ``Patient
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -291,3 +292,25 @@ def test_last_page_exactly_full_has_no_next(scope: Scope) -> None:
     pages = all_pages(scope.client, "/Patient", scope.scoped({"_count": "3"}))
     assert [len(matches(p)) for p in pages] == [3, 3]
     assert link_of(pages[-1], "next") is None
+
+
+@pytest.mark.parametrize("sort", [None, "-birthdate,family"])
+def test_previous_links_walk_back_to_the_first_page(scope: Scope, sort: str | None) -> None:
+    created = [scope.create(pat(gender="male", birthDate=f"19{50 + i % 7}", name=[{"family": f"P{i:02d}"}]))
+               for i in range(11)]
+    params = [("gender", "male"), ("_count", "3")] + ([("_sort", sort)] if sort else [])
+    forward: list[list[str]] = []
+    page = check_searchset(scope.client.get("/Patient", params=scope.scoped(params)))
+    assert link_of(page, "previous") is None
+    while True:
+        forward.append([r["id"] for r in matches(page)])
+        nxt = link_of(page, "next")
+        if nxt is None:
+            break
+        page = check_searchset(scope.client.get(nxt))
+    assert sorted(i for p in forward for i in p) == sorted(r["id"] for r in created)
+    backward: list[list[str]] = []
+    while (prev := link_of(page, "previous")) is not None:
+        page = check_searchset(scope.client.get(prev))
+        backward.insert(0, [r["id"] for r in matches(page)])
+    assert backward == forward[:-1]

@@ -224,6 +224,17 @@ async def _compare(store: Store, stored: list[dict[str, Any]], rtype: str, pairs
             break
         after = small.next_after
     assert paged == got, f"paging differs for {rtype}?{request.format()}"
+    # and back again with previous links, from the last page to the first
+    if len(got) > 2:
+        backwards: list[str] = []
+        page_back = await store.search(SearchQuery(rtype, tree, sort, count=2, after=after))
+        backwards = [v.rid for v in page_back.versions]
+        before = page_back.prev_before
+        while before is not None:
+            page_back = await store.search(SearchQuery(rtype, tree, sort, count=2, before=before))
+            backwards = [v.rid for v in page_back.versions] + backwards
+            before = page_back.prev_before
+        assert backwards == got, f"backward paging differs for {rtype}?{request.format()}"
 
 
 ORACLE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -184,8 +184,9 @@ def _column(family: str, field: str) -> str:
 
 
 def keyset_condition(exprs: list[tuple[str, list[Any], bool]], after: tuple[Any, ...], alias: str,
-                     args: list[Any]) -> str:
-    """Rows strictly after the cursor ``after`` = (sort values…, rkey) in the order of ``exprs`` then rkey."""
+                     args: list[Any], *, backwards: bool = False) -> str:
+    """Rows strictly after the cursor ``after`` = (sort values…, rkey) in the order of ``exprs`` then rkey
+    (strictly before it when ``backwards``)."""
     ors = []
     for i in range(len(exprs) + 1):
         parts = []
@@ -196,11 +197,11 @@ def keyset_condition(exprs: list[tuple[str, list[Any], bool]], after: tuple[Any,
             args.append(after[j])
         if i < len(exprs):
             expr, expr_args, descending = exprs[i]
-            parts.append(f"{expr} {'<' if descending else '>'} ?")
+            parts.append(f"{expr} {'<' if descending != backwards else '>'} ?")
             args.extend(expr_args)
             args.append(after[i])
         else:
-            parts.append(f"{alias}.rkey > ?")
+            parts.append(f"{alias}.rkey {'<' if backwards else '>'} ?")
             args.append(after[-1])
         ors.append("(" + " AND ".join(parts) + ")")
     return "(" + " OR ".join(ors) + ")"

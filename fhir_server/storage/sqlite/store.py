@@ -155,17 +155,20 @@ class _Reads(ReadOps):
         where = self._where(query.rtype, query.tree, args, renderer)
         count_sql = f"SELECT COUNT(*) FROM resource_current c WHERE {where}"
         count_args = list(args)
+        backwards = query.before is not None
         if query.after is not None:
             where += " AND " + keyset_condition(sort_exprs, query.after, "c", args)
+        elif query.before is not None:
+            where += " AND " + keyset_condition(sort_exprs, query.before, "c", args, backwards=True)
         columns = ", ".join([_VERSION_COLUMNS, "c.rkey"] + [e for e, _, _ in sort_exprs])
         for _, expr_args, _ in sort_exprs:
             select_args.extend(expr_args)
         order_args: list[Any] = []
         order = []
         for expr, expr_args, descending in sort_exprs:
-            order.append(f"{expr} {'DESC' if descending else 'ASC'}")
+            order.append(f"{expr} {'DESC' if descending != backwards else 'ASC'}")
             order_args.extend(expr_args)
-        order.append("c.rkey ASC")
+        order.append(f"c.rkey {'DESC' if backwards else 'ASC'}")
         sql = (f"SELECT {columns} FROM resource_current c JOIN resource_version v ON v.seq = c.seq WHERE {where}"
                f" ORDER BY {', '.join(order)} LIMIT ?")
         all_args = select_args + args + order_args + [query.count + 1]
@@ -175,12 +178,17 @@ class _Reads(ReadOps):
             rows = conn.execute(sql, all_args).fetchall() if query.count > 0 else []
             more = len(rows) > query.count
             rows = rows[: query.count]
-            after = None
-            if more and rows:
-                last = rows[-1]
-                after = tuple(last[9: 9 + nsort]) + (last[8],)
+            if backwards:
+                rows.reverse()
+
+            def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+                return tuple(row[9: 9 + nsort]) + (row[8],)
+
+            # forwards, ``more`` means rows follow; backwards, rows precede (and the page we came from follows)
+            after = key(rows[-1]) if rows and (backwards or more) else None
+            before = key(rows[0]) if rows and (query.after is not None or (backwards and more)) else None
             total = conn.execute(count_sql, count_args).fetchone()[0] if query.total else None
-            return SearchPage([_version(r) for r in rows], [r[8] for r in rows], after, total)
+            return SearchPage([_version(r) for r in rows], [r[8] for r in rows], after, total, before)
 
         return await self._run(run)
 
