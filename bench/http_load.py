@@ -8,6 +8,9 @@ command line that reproduces the run, and the machine facts. ``--record FILE`` a
 
 Client design, and why
 ----------------------
+The client described here lives in ``bench/loadclient.py``, shared with ``ingest.py`` and ``search_load.py`` so all
+their figures come from the same measuring instrument; this file keeps the CRUD operations and their checks.
+
 The target machine has 2 cores and the server uses about one of them, so the client must run on the other core and
 must cost far less per request than the server does, or the figures measure the client. Measured on that machine
 (AMD EPYC, 2 vCPU, CPython 3.11; server = the bare ASGI stand-in ``bench/_standin.py`` on uvicorn+httptools pinned to
@@ -53,208 +56,33 @@ Example::
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
-import ipaddress
 import math
 import os
-import platform
 import random
 import re
 import shlex
-import socket
-import subprocess
 import sys
-import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a project dependency; fall back rather than refuse to run
-    uvloop = None  # type: ignore[assignment]
+# Run as a script (python bench/http_load.py): bench/ is then sys.path[0], where the sibling modules are.
+from loadclient import (  # noqa: I001  (grouped by role, not alphabetically)
+    MAX_COUNT, HttpError, Operation, OpResult, OpWorker, Response, SetupError, Target, bounded,
+    machine_facts, parse_target, run, run_operation, server_facts,
+)
 
 OPS = ("create", "read", "update", "transaction", "ping")
 MAX_CLIENTS = 1024
 MAX_SECONDS = 600.0
-MAX_COUNT = 10_000_000
 MAX_POOL = 50_000
 # Cap on ids remembered from the create phase: enough to spread reads/updates, bounded memory on long runs.
 MAX_REMEMBERED = 200_000
-FHIR_JSON = "application/fhir+json"
 UCUM = "http://unitsofmeasure.org"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Minimal HTTP/1.1 keep-alive client
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class HttpError(Exception):
-    """The server's answer broke the small subset of HTTP/1.1 this client speaks."""
-
-
-class SetupError(Exception):
-    """The untimed preparation of a run (subject Patient, resource pool) failed; nothing can be measured."""
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    headers: dict[bytes, bytes]  # names lower-cased; a repeated header keeps its last value
-    body: bytes
-
-
-class HttpConnection(asyncio.Protocol):
-    """One keep-alive connection, one request in flight at a time; parses responses as the bytes arrive."""
-
-    _MAX_HEAD = 64 * 1024
-
-    def __init__(self) -> None:
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[Response] | None = None
-        # (status, headers, body start, body end) once the head of the current response has been parsed
-        self._head: tuple[int, dict[bytes, bytes], int, int] | None = None
-        self.closed = False
-        self._close_after = False
-
-    # asyncio.Protocol -------------------------------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            self._parse()
-        except (HttpError, ValueError) as exc:
-            self._fail(HttpError(f"unparseable response: {exc}") if isinstance(exc, ValueError) else exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail(exc or ConnectionResetError("server closed the connection"))
-
-    # ------------------------------------------------------------------------------------------------------------------
-
-    async def exchange(self, raw_request: bytes) -> Response:
-        if self.closed or self._transport is None:
-            raise ConnectionResetError("connection is closed")
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        self._transport.write(raw_request)
-        return await waiter
-
-    def close(self) -> None:
-        self.closed = True
-        if self._transport is not None:
-            self._transport.close()
-
-    def _parse(self) -> None:
-        buffer = self._buffer
-        if self._head is None:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > self._MAX_HEAD:
-                    raise HttpError("response head larger than 64 KiB")
-                return
-            lines = bytes(buffer[:end]).split(b"\r\n")
-            status_line = lines[0]
-            if not status_line.startswith(b"HTTP/1."):
-                raise HttpError(f"not an HTTP/1.x status line: {status_line[:60]!r}")
-            status = int(status_line[9:12])
-            headers: dict[bytes, bytes] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(b":")
-                headers[name.strip().lower()] = value.strip()
-            if b"transfer-encoding" in headers:
-                raise HttpError("chunked/transfer-encoded responses are not supported (expected Content-Length)")
-            length_text = headers.get(b"content-length")
-            if length_text is None:
-                if status >= 200 and status not in (204, 304):
-                    raise HttpError(f"{status} response without Content-Length")
-                length = 0
-            else:
-                length = int(length_text)
-            if headers.get(b"connection", b"").lower() == b"close":
-                self._close_after = True
-            self._head = (status, headers, end + 4, end + 4 + length)
-        status, headers, start, stop = self._head
-        if len(buffer) < stop:
-            return
-        body = bytes(buffer[start:stop])
-        del buffer[:stop]
-        self._head = None
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
-            raise HttpError("response without a request in flight")
-        if status < 200:
-            # 1xx interim answer (e.g. 100 Continue): keep waiting for the final one, which may already be here.
-            self._waiter = waiter
-            self._parse()
-            return
-        waiter.set_result(Response(status, headers, body))
-        if buffer:
-            raise HttpError("unexpected bytes after the response")
-        if self._close_after:
-            self.close()
-
-    def _fail(self, exc: Exception) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-        if not self.closed:
-            self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    address: str  # the vetted loopback address; connections go here, never to a name resolved again later
-    port: int
-    host_header: str
-    base_path: str  # "/fhir", no trailing slash
-    ping_path: str
-
-    async def connect(self) -> HttpConnection:
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(HttpConnection, self.address, self.port)
-        return protocol
-
-    def request(self, method: str, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}", f"Accept: {FHIR_JSON}"]
-        if body or method in ("POST", "PUT"):
-            lines.append(f"Content-Type: {FHIR_JSON}")
-            lines.append(f"Content-Length: {len(body)}")
-        lines.extend(f"{name}: {value}" for name, value in headers)
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def parse_target(base: str, ping_path: str) -> Target:
-    """Accept only ``http://<loopback>[:port]/path``: this tool must never load a machine other than this one."""
-    parts = urlsplit(base)
-    if parts.scheme != "http":
-        raise ValueError(f"--base must be an http:// URL (no TLS support), got {base!r}")
-    if not parts.hostname:
-        raise ValueError(f"--base has no host: {base!r}")
-    port = parts.port or 80
-    addresses = [str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
-    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise ValueError(f"--base must point at a loopback address, {parts.hostname} resolves to {sorted(addresses)}")
-    if not ping_path.startswith("/"):
-        raise ValueError("--ping-path must start with /")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    # Prefer IPv4 for names like "localhost": uvicorn listens on 127.0.0.1 unless told otherwise.
-    addresses.sort(key=lambda a: ":" in a)
-    return Target(addresses[0], port, f"{host}:{port}", parts.path.rstrip("/"), ping_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -362,27 +190,6 @@ def _etag_version(response: Response) -> bytes | None:
     return etag[3:-1]
 
 
-class OpWorker:
-    """What one simulated client does for one operation: build the next request, then judge its response.
-
-    ``check`` returns None when the response has the promised shape, else a short description of what was wrong.
-    """
-
-    def build(self) -> bytes:
-        raise NotImplementedError
-
-    def check(self, response: Response) -> str | None:
-        raise NotImplementedError
-
-
-class Operation:
-    name = ""
-    resources_per_request = 1
-
-    def worker(self, index: int, clients: int) -> OpWorker:
-        raise NotImplementedError
-
-
 class PingOp(Operation):
     name = "ping"
     resources_per_request = 0
@@ -436,7 +243,7 @@ class _CreateWorker(OpWorker):
         if match is None:
             return f"create: bad Location {location!r}"
         version = _etag_version(response)
-        if version != match.group(2):
+        if version is None or version != match.group(2):
             return f"create: ETag {response.headers.get(b'etag')!r} disagrees with Location {location!r}"
         pool = self.op.ctx.pool
         if len(pool) < MAX_REMEMBERED:
@@ -563,139 +370,6 @@ class _TransactionWorker(OpWorker):
         return None
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Running
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OpResult:
-    name: str
-    clients: int
-    resources_per_request: int
-    wall: float = 0.0
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies_ns: list[int] = field(default_factory=list)
-    client_cpu: float = 0.0  # seconds of this process's CPU during the measured phase
-    server_cpu: float | None = None
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def percentile_ms(self, p: float) -> float:
-        # Nearest-rank on the sorted sample: an actual observed latency, no interpolation.
-        if not self.latencies_ns:
-            return math.nan
-        rank = max(1, math.ceil(p / 100.0 * len(self.latencies_ns)))
-        return self.latencies_ns[rank - 1] / 1e6
-
-
-class _Phase:
-    """Bounds and book-keeping of one timed run of one operation over already open connections."""
-
-    def __init__(self, seconds: float, count: int | None, record: OpResult | None) -> None:
-        self.deadline = time.perf_counter() + seconds
-        self.remaining = count if count is not None else MAX_COUNT
-        self.record = record
-
-
-async def _drive(conn: HttpConnection, worker: OpWorker, phase: _Phase, target: Target) -> HttpConnection:
-    record = phase.record
-    clock = time.perf_counter_ns
-    while phase.remaining > 0 and time.perf_counter() < phase.deadline:
-        phase.remaining -= 1
-        raw = worker.build()
-        started = clock()
-        try:
-            if conn.closed:
-                conn = await target.connect()
-            response = await conn.exchange(raw)
-        except (OSError, HttpError) as exc:
-            if record is not None:
-                record.errors[f"{type(exc).__name__}: {exc}"[:160]] += 1
-            conn.close()
-            try:
-                conn = await target.connect()
-            except OSError:
-                return conn  # server gone: this client stops, the error above says why
-            continue
-        elapsed = clock() - started
-        problem = worker.check(response)
-        if record is None:
-            continue
-        if problem is None:
-            record.ok += 1
-            record.latencies_ns.append(elapsed)
-        else:
-            record.errors[problem[:160]] += 1
-    return conn
-
-
-def _proc_cpu_seconds(pids: Sequence[int]) -> float | None:
-    if not pids:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        # Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-async def run_operation(
-    op: Operation, ctx: Context, clients: int, seconds: float, count: int | None, warmup: float, timeout: float,
-    server_pids: Sequence[int],
-) -> OpResult:
-    target = ctx.target
-    connections = await asyncio.gather(*(target.connect() for _ in range(clients)))
-    workers = [op.worker(index, clients) for index in range(clients)]
-    result = OpResult(op.name, clients, op.resources_per_request)
-
-    async def phase_run(phase: _Phase) -> None:
-        tasks = [asyncio.ensure_future(_drive(c, w, phase, target)) for c, w in zip(connections, workers)]
-        # One watchdog for the whole phase instead of a timer per request (which would cost per-request CPU).
-        _, pending = await asyncio.wait(tasks, timeout=max(0.0, phase.deadline - time.perf_counter()) + timeout)
-        for task in pending:
-            task.cancel()
-            if phase.record is not None:
-                phase.record.errors[f"timeout: no answer within {timeout:g} s"] += 1
-        await asyncio.gather(*pending, return_exceptions=True)
-        for index, task in enumerate(tasks):
-            if task in pending:
-                # The connection still has a request in flight; _drive reconnects a closed one when next used.
-                connections[index].close()
-            else:
-                connections[index] = task.result()  # re-raises a bug in a worker instead of hiding it
-
-    try:
-        if warmup > 0:
-            await phase_run(_Phase(warmup, None, None))
-        # Everything allocated so far (payloads, the id pool) is long-lived: freezing it keeps the collector from
-        # rescanning it during the measured phase, where a full collection would stall every client at once.
-        gc.collect()
-        gc.freeze()
-        server_before = _proc_cpu_seconds(server_pids)
-        cpu_before, wall_before = time.process_time(), time.perf_counter()
-        await phase_run(_Phase(seconds, count, result))
-        result.wall = time.perf_counter() - wall_before
-        result.client_cpu = time.process_time() - cpu_before
-        server_after = _proc_cpu_seconds(server_pids)
-        if server_before is not None and server_after is not None:
-            result.server_cpu = server_after - server_before
-    finally:
-        for conn in connections:
-            conn.close()
-    result.latencies_ns.sort()
-    return result
-
-
 async def _create_patient(ctx: Context) -> str:
     conn = await ctx.target.connect()
     try:
@@ -715,7 +389,7 @@ async def _fill_pool(ctx: Context, size: int, clients: int, timeout: float) -> N
     if missing <= 0:
         return
     op = CreateOp(ctx)
-    result = await run_operation(op, ctx, min(clients, missing), timeout, missing, 0.0, timeout, ())
+    result = await run_operation(op, ctx.target, min(clients, missing), timeout, missing, 0.0, timeout, ())
     if len(ctx.pool) < size:
         problems = "; ".join(f"{n}x {text}" for text, n in result.errors.most_common(3))
         raise SetupError(f"could only create {len(ctx.pool)} of {size} {ctx.resource_type}s ({problems})")
@@ -724,61 +398,6 @@ async def _fill_pool(ctx: Context, size: int, clients: int, timeout: float) -> N
 # --------------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def machine_facts(cpu: int | None = None) -> dict[str, str]:
-    facts: dict[str, str] = {}
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    facts["cores"] = f"{os.cpu_count()} logical ({affinity} usable by this process)"
-    try:
-        meminfo = Path("/proc/meminfo").read_text()
-        kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))  # type: ignore[union-attr]
-        facts["memory"] = f"{kib / 1024 / 1024:.1f} GiB"
-    except (OSError, AttributeError):
-        facts["memory"] = "unknown"
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
-        facts["cpu"] = model.group(1).strip() if model else platform.processor() or "unknown"
-    except OSError:
-        facts["cpu"] = platform.processor() or "unknown"
-    facts["os"] = platform.platform()
-    facts["python"] = f"{platform.python_implementation()} {platform.python_version()}"
-    facts["event loop"] = f"uvloop {uvloop.__version__}" if uvloop is not None else "asyncio"
-    facts["load average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    if cpu is not None:
-        facts["client pinned to"] = f"CPU {cpu}"
-    facts["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    try:
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=5, check=False,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        facts["git"] = commit or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        facts["git"] = "unknown"
-    return facts
-
-
-async def server_facts(target: Target) -> str:
-    try:
-        conn = await target.connect()
-    except OSError as exc:
-        raise SetupError(f"cannot connect to {target.host_header}: {exc}") from exc
-    try:
-        response = await asyncio.wait_for(conn.exchange(target.request("GET", f"{target.base_path}/metadata")), 10)
-    except (OSError, HttpError, asyncio.TimeoutError) as exc:
-        return f"unknown ({type(exc).__name__})"
-    finally:
-        conn.close()
-    if response.status != 200:
-        return f"unknown (GET metadata answered {response.status})"
-    try:
-        statement = orjson.loads(response.body)
-        software = statement.get("software") or {}
-        return f"{software.get('name', '?')} {software.get('version', '?')} (FHIR {statement.get('fhirVersion', '?')})"
-    except (orjson.JSONDecodeError, AttributeError):
-        return "unknown (metadata is not JSON)"
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
@@ -878,43 +497,33 @@ def _ops(text: str) -> list[str]:
     return ops
 
 
-def _bounded(kind: Callable[[str], Any], low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is outside [{low:g}, {high:g}]")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Drive a running Aegis server on loopback and report throughput and latency per operation.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--base", default="http://127.0.0.1:8080/fhir", help="FHIR base URL (loopback only)")
-    parser.add_argument("--clients", type=_bounded(int, 1, MAX_CLIENTS), default=16, help="concurrent connections")
+    parser.add_argument("--clients", type=bounded(int, 1, MAX_CLIENTS), default=16, help="concurrent connections")
     parser.add_argument(
-        "--seconds", type=_bounded(float, 0.1, MAX_SECONDS), default=10.0, help="measured time per op (upper bound)"
+        "--seconds", type=bounded(float, 0.1, MAX_SECONDS), default=10.0, help="measured time per op (upper bound)"
     )
     parser.add_argument(
-        "--count", type=_bounded(int, 1, MAX_COUNT), default=None, help="measured requests per op (upper bound)"
+        "--count", type=bounded(int, 1, MAX_COUNT), default=None, help="measured requests per op (upper bound)"
     )
     parser.add_argument("--ops", type=_ops, default=list(OPS), help=f"comma-separated, run in order: {','.join(OPS)}")
     parser.add_argument(
         "--type", choices=("Observation", "Patient"), default="Observation", help="for create/read/update"
     )
     parser.add_argument("--if-match", action="store_true", help="send If-Match with the last ETag on update")
-    parser.add_argument("--warmup", type=_bounded(float, 0, 60), default=1.0, help="unmeasured seconds before each op")
+    parser.add_argument("--warmup", type=bounded(float, 0, 60), default=1.0, help="unmeasured seconds before each op")
     parser.add_argument(
-        "--pool", type=_bounded(int, 1, MAX_POOL), default=256,
+        "--pool", type=bounded(int, 1, MAX_POOL), default=256,
         help="resources read/update cycle over, created untimed if the create op has not made enough",
     )  # fmt: skip
-    parser.add_argument("--tx-size", type=_bounded(int, 2, 100), default=5, help="entries per transaction Bundle")
+    parser.add_argument("--tx-size", type=bounded(int, 2, 100), default=5, help="entries per transaction Bundle")
     parser.add_argument("--ping-path", default="/healthz", help="path on the same host:port for the ping op")
     parser.add_argument("--seed", type=int, default=1, help="seed for generated payloads")
-    parser.add_argument("--timeout", type=_bounded(float, 1, 300), default=30.0, help="seconds to wait for stragglers")
+    parser.add_argument("--timeout", type=bounded(float, 1, 300), default=30.0, help="seconds to wait for stragglers")
     parser.add_argument("--cpu", type=int, default=None, help="pin this client to one CPU (e.g. 0; server on 1)")
     parser.add_argument(
         "--server-pid", type=int, action="append", default=[], help="server process id(s) whose CPU use to report"
@@ -943,7 +552,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[OpResult], str]:
             if name in ("read", "update"):
                 await _fill_pool(ctx, max(args.pool, args.clients), args.clients, args.timeout)
             result = await run_operation(
-                _make_op(name, ctx), ctx, args.clients, args.seconds, args.count, args.warmup, args.timeout,
+                _make_op(name, ctx), ctx.target, args.clients, args.seconds, args.count, args.warmup, args.timeout,
                 args.server_pid,
             )  # fmt: skip
             results.append(result)
@@ -985,9 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    runner = uvloop.run if uvloop is not None else asyncio.run
     try:
-        results, aborted = runner(main_async(args))
+        results, aborted = run(main_async(args))
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
