@@ -58,16 +58,23 @@ class SqlRenderer:
         args.extend(pids)
         return f"{column} = ?" if len(pids) == 1 else f"{column} IN ({','.join('?' * len(pids))})"
 
-    def where(self, node: Node, alias: str, rtype: str | None, args: list[Any]) -> str:
-        """SQL condition over the ``resource_current`` row ``alias`` (of type ``rtype`` when known)."""
+    def where(self, node: Node, alias: str, rtype: str | None, args: list[Any], *, probe: bool = False) -> str:
+        """SQL condition over the ``resource_current`` row ``alias`` (of type ``rtype`` when known).
+
+        Two forms: a *driving* condition (``probe=False``) is an ``IN`` over the index, whose matches SQLite looks up
+        by key; a *probe* (``probe=True``) is an ``EXISTS`` checked per candidate row through the index's ``rkey``
+        column. The first item of an ``And`` drives (the store puts the most selective first); the others probe, so
+        that a broad condition (a category, a date range) never materialises every match of the whole table.
+        """
         if isinstance(node, And):
-            return "(" + " AND ".join(self.where(n, alias, rtype, args) for n in node.items) + ")"
+            parts = [self.where(n, alias, rtype, args, probe=probe or i > 0) for i, n in enumerate(node.items)]
+            return "(" + " AND ".join(parts) + ")"
         if isinstance(node, Or):
-            return "(" + " OR ".join(self.where(n, alias, rtype, args) for n in node.items) + ")"
+            return "(" + " OR ".join(self.where(n, alias, rtype, args, probe=probe) for n in node.items) + ")"
         if isinstance(node, Not):
-            return f"(NOT {self.where(node.item, alias, rtype, args)})"
+            return f"(NOT {self.where(node.item, alias, rtype, args, probe=True)})"
         if isinstance(node, Row):
-            return self._row(node, alias, args)
+            return self._row(node, alias, args, probe)
         if isinstance(node, Missing):
             family = family_of(node.param)
             pid_sql = self._pid(node.param, "m.pid", args)
@@ -83,10 +90,14 @@ class SqlRenderer:
                 args.pop()
                 return "0"
             args.append(node.target_type)
-            inner = self.where(node.inner, t, node.target_type, args)
-            return (f"{alias}.rkey IN (SELECT {r}.rkey FROM idx_reference {r} JOIN resource_current {t}"
+            # probing: only this row's references, so the target's conditions probe too
+            inner = self.where(node.inner, t, node.target_type, args, probe=probe)
+            join = (f"FROM idx_reference {r} JOIN resource_current {t}"
                     f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
-                    f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner})")
+                    f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner}")
+            if probe:
+                return f"EXISTS (SELECT 1 {join} AND {r}.rkey = {alias}.rkey)"
+            return f"{alias}.rkey IN (SELECT {r}.rkey {join})"
         if isinstance(node, Has):
             r, s = self._alias("r"), self._alias("s")
             pid_sql = self._pid(node.ref_param, f"{r}.pid", args)
@@ -98,13 +109,23 @@ class SqlRenderer:
             else:
                 target = f"{r}.target_type = ?"
                 args.append(rtype)
-            inner = self.where(node.inner, s, node.source_type, args)
-            return (f"{alias}.rid IN (SELECT {r}.target_id FROM idx_reference {r} JOIN resource_current {s}"
-                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target}"
-                    f" AND {inner})")
+            inner = self.where(node.inner, s, node.source_type, args, probe=probe)
+            join = (f"FROM idx_reference {r} JOIN resource_current {s}"
+                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target} AND {inner}")
+            if probe:
+                return f"EXISTS (SELECT 1 {join} AND {r}.target_id = {alias}.rid)"
+            return f"{alias}.rid IN (SELECT {r}.target_id {join})"
         if isinstance(node, IdIn):
+            if not node.ids:
+                return "0"
+            marks = ",".join("?" * len(node.ids))
+            if probe or rtype is None or rtype == "Resource":
+                args.extend(node.ids)
+                return f"{alias}.rid IN ({marks})"
+            args.append(rtype)
             args.extend(node.ids)
-            return f"{alias}.rid IN ({','.join('?' * len(node.ids))})" if node.ids else "0"
+            # by key, through the (type, id) index, so it can drive the query
+            return f"{alias}.rkey IN (SELECT i.rkey FROM resource_current i WHERE i.rtype = ? AND i.rid IN ({marks}))"
         if isinstance(node, TypeIn):
             args.extend(node.types)
             return f"{alias}.rtype IN ({','.join('?' * len(node.types))})" if node.types else "0"
@@ -122,7 +143,7 @@ class SqlRenderer:
             return "0"
         raise TypeError(f"cannot render {type(node).__name__}; lower the tree first")
 
-    def _row(self, node: Row, alias: str, args: list[Any]) -> str:
+    def _row(self, node: Row, alias: str, args: list[Any], probe: bool = False) -> str:
         family = family_of(node.param)
         pid_sql = self._pid(node.param, "pid", args)
         if pid_sql is None:
@@ -131,6 +152,9 @@ class SqlRenderer:
         for alt in node.alts:
             conds = [self._cond(family, c, args) for c in alt]
             alts.append("(" + " AND ".join(conds or ["1"]) + ")")
+        if probe:
+            return (f"EXISTS (SELECT 1 FROM idx_{family} WHERE rkey = {alias}.rkey AND {pid_sql}"
+                    f" AND ({' OR '.join(alts)}))")
         return f"{alias}.rkey IN (SELECT rkey FROM idx_{family} WHERE {pid_sql} AND ({' OR '.join(alts)}))"
 
     def _cond(self, family: str, cond: Cond, args: list[Any]) -> str:

@@ -16,11 +16,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any, TypeVar
 
 from fhir_server.search.registry import params_for
-from fhir_server.search.tree import Node, Param
+from fhir_server.search.tree import And, Chain, IdIn, Node, Or, Param, Row, TextSearch
 from fhir_server.search.values import CompositeV, Value
 from fhir_server.storage.base import (
     HistoryQuery,
@@ -35,7 +34,7 @@ from fhir_server.storage.base import (
 )
 from fhir_server.storage.sqlite import schema
 from fhir_server.storage.sqlite.render import SqlRenderer, keyset_condition
-from fhir_server.storage.sqlite.writer import GroupCommitWriter
+from fhir_server.storage.sqlite.writer import GroupCommitWriter, refresh_statistics
 from resources import jsonio
 from resources.canonical import stamped
 
@@ -57,9 +56,14 @@ def format_instant(millis: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ms:03d}Z"
 
 
+def _fields(value: Value) -> dict[str, Any]:
+    # the value classes are slotted dataclasses; this is dataclasses.asdict without its deep-copying cost
+    return {name: getattr(value, name) for name in value.__slots__}  # type: ignore[union-attr]
+
+
 def _index_rows(family: str, value: Value) -> tuple[Any, ...]:
     if isinstance(value, CompositeV):
-        return (jsonio.dumps([asdict(p) for p in value.parts]).decode(),)
+        return (jsonio.dumps([_fields(p) for p in value.parts]).decode(),)
     return tuple(getattr(value, col) for col in schema.FAMILY_COLUMNS[family])
 
 
@@ -136,9 +140,14 @@ class _Reads(ReadOps):
         return await self._run(run)
 
     def _where(self, rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
-        clauses = ["c.deleted = 0"]
+        tree, driven = _driving_order(tree)
+        # With an index-driven condition (a parameter row, a chain, ids), the type and deleted tests must not be
+        # used to pick an index: "+" hides them from the planner, so it looks the matches up by key instead of
+        # scanning every resource of the type.
+        plus = "+" if driven else ""
+        clauses = [f"{plus}c.deleted = 0"]
         if rtype is not None:
-            clauses.append("c.rtype = ?")
+            clauses.append(f"{plus}c.rtype = ?")
             args.append(rtype)
         clauses.append(renderer.where(tree, "c", rtype, args))
         return " AND ".join(clauses)
@@ -246,6 +255,34 @@ class _Reads(ReadOps):
         return await self._run(run)
 
 
+def _selectivity(node: Node) -> int:
+    """Rank of a top-level condition as the one to drive the query from (lower first)."""
+    if isinstance(node, IdIn):
+        return 0
+    if isinstance(node, Row):
+        fields = {c.field for alt in node.alts for c in alt if c.op == "="}
+        if "target_id" in fields or "ident_value" in fields:
+            return 0
+        if fields & {"code", "exact", "uri", "url", "canon_code"}:
+            return 1
+        return 3
+    if isinstance(node, Chain):
+        return 2
+    if isinstance(node, TextSearch):
+        return 4
+    if isinstance(node, Or) and node.items:  # drives when each branch can (a compartment's references)
+        return max(_selectivity(n) for n in node.items)
+    return 9
+
+
+def _driving_order(tree: Node) -> tuple[Node, bool]:
+    """The tree with its most selective top-level condition first, and whether one can drive the query."""
+    items = list(tree.items) if isinstance(tree, And) else [tree]
+    items.sort(key=_selectivity)
+    driven = _selectivity(items[0]) < 9
+    return (And(tuple(items)) if len(items) > 1 else items[0]), driven
+
+
 class _Tx(_Reads, WriteTx):
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -330,6 +367,7 @@ class SqliteStore(_Reads, Store):
         latest = wconn.execute("SELECT MAX(last_updated) FROM resource_version").fetchone()[0]
         if latest:
             self._last_millis = _parse_instant_millis(latest)
+        refresh_statistics(wconn)
         self._writer_conn = wconn
         self._writer = GroupCommitWriter(wconn)
         self._writer.start()
