@@ -18,6 +18,9 @@ commit it. Keys the computation does not produce are kept as they are.
 
 from __future__ import annotations
 
+import textwrap
+import zlib
+
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -25,6 +28,9 @@ from urllib.parse import parse_qsl
 import pytest
 
 from fhir_server.search.bind import bind
+from fhir_server.search.rewrite import prepare_sync
+from fhir_server.storage.sqlite.render import SqlRenderer
+from fhir_server.storage.sqlite.store import where_clause
 from fhir_server.search.request import parse_request
 from resources.outcome import InvalidInput
 
@@ -32,7 +38,7 @@ GOLDEN_DIR = Path(__file__).parent / "search"
 BASE_URL = "http://aegis.test/fhir"
 INPUT_KEYS = ("query", "mode")
 # what compute() may produce; a rewrite replaces these and keeps any other key (add "sql" here with its column)
-COMPUTED_KEYS = ("format", "unknown", "sort", "tree", "error")
+COMPUTED_KEYS = ("format", "unknown", "sort", "tree", "sql", "args", "error")
 WIDTH = 110
 UPDATE = os.environ.get("AEGIS_UPDATE_GOLDEN") == "1"
 
@@ -123,7 +129,26 @@ def compute(query: str, mode: str | None) -> dict[str, list[str]]:
     if result.sort:
         out["sort"] = [", ".join(("-" if desc else "") + str(p) + f" ({p.type})" for p, desc in result.sort)]
     out["tree"] = pretty(str(result.tree))
+    out.update(_sql(rtype, result.tree))
     return out
+
+
+def _golden_pids(rtype: str, code: str) -> tuple[int, ...]:
+    """Stable stand-in parameter ids, so the SQL text does not depend on a database."""
+    return (zlib.crc32(f"{rtype}.{code}".encode()) % 10_000,)
+
+
+def _sql(rtype: str | None, tree: Any) -> dict[str, list[str]]:
+    """The SQLite WHERE clause and its bound arguments; trees that need the store (terminology, _list,
+    compartments) are expanded at run time, so they have no static SQL."""
+    try:
+        lowered = prepare_sync(tree)
+        args: list[Any] = []
+        sql = where_clause(rtype, lowered, args, SqlRenderer(_golden_pids))
+    except TypeError:
+        return {"sql": ["(expanded against the store at run time)"]}
+    return {"sql": textwrap.wrap(sql, WIDTH, break_long_words=False, break_on_hyphens=False),
+            "args": [repr(args)]}
 
 
 Block = list[tuple[str, list[str]]]  # (key, lines) in file order; key "#" holds comment lines

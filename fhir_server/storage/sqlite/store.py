@@ -140,17 +140,7 @@ class _Reads(ReadOps):
         return await self._run(run)
 
     def _where(self, rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
-        tree, driven = _driving_order(tree)
-        # With an index-driven condition (a parameter row, a chain, ids), the type and deleted tests must not be
-        # used to pick an index: "+" hides them from the planner, so it looks the matches up by key instead of
-        # scanning every resource of the type.
-        plus = "+" if driven else ""
-        clauses = [f"{plus}c.deleted = 0"]
-        if rtype is not None:
-            clauses.append(f"{plus}c.rtype = ?")
-            args.append(rtype)
-        clauses.append(renderer.where(tree, "c", rtype, args))
-        return " AND ".join(clauses)
+        return where_clause(rtype, tree, args, renderer)
 
     async def search(self, query: SearchQuery) -> SearchPage:
         renderer = SqlRenderer(self._pids_of)
@@ -273,6 +263,21 @@ def _selectivity(node: Node) -> int:
     if isinstance(node, Or) and node.items:  # drives when each branch can (a compartment's references)
         return max(_selectivity(n) for n in node.items)
     return 9
+
+
+def where_clause(rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
+    """The WHERE clause of a search over ``resource_current c`` (golden tests print it)."""
+    tree, driven = _driving_order(tree)
+    # With an index-driven condition (a parameter row, a chain, ids), the type and deleted tests must not be used
+    # to pick an index: "+" hides them from the planner, so it looks the matches up by key instead of scanning
+    # every resource of the type.
+    plus = "+" if driven else ""
+    clauses = [f"{plus}c.deleted = 0"]
+    if rtype is not None:
+        clauses.append(f"{plus}c.rtype = ?")
+        args.append(rtype)
+    clauses.append(renderer.where(tree, "c", rtype, args))
+    return " AND ".join(clauses)
 
 
 def _driving_order(tree: Node) -> tuple[Node, bool]:
