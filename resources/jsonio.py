@@ -30,12 +30,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
-def _parse_int(text: str) -> int | FhirDecimal:
+def parse_int(text: str) -> int | FhirDecimal:
     # beyond 64 bits orjson cannot write an int back; such a number can only be a decimal in FHIR: keep its text
     return int(text) if len(text) < 19 else FhirDecimal(text)
 
 
-_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=_parse_int, parse_constant=_reject_constant)
+_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=parse_int, parse_constant=_reject_constant)
 
 
 def loads(data: bytes | str) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from lxml import etree
 
-from resources.jsonio import FhirDecimal, decimal_text
+from resources.jsonio import FhirDecimal, decimal_text, parse_int
 from resources.model import ElementInfo, TypeInfo, is_resource_type, type_info
 from resources.outcome import InvalidInput
 
@@ -351,9 +351,9 @@ def _convert(text: str, info: ElementInfo, path: str) -> Any:
             return int(text)
         raise InvalidInput(f"'{text[:40]}' is not an integer", expression=path, message_id=MSG_PRIMITIVE)
     if _DECIMAL.fullmatch(text):
-        # mirror jsonio: a number without fraction or exponent is an int there, so the two formats agree
+        # mirror jsonio: a number without fraction or exponent is read as jsonio reads it, so the two formats agree
         if _INTEGER.fullmatch(text):
-            return int(text)
+            return parse_int(text)
         return FhirDecimal(text)
     raise InvalidInput(f"'{text[:40]}' is not a decimal number", expression=path, message_id=MSG_PRIMITIVE)
 

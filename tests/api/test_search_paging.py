@@ -140,10 +140,14 @@ def test_paging_with_a_concurrent_writer(server: ServerProcess, scope: Scope) ->
             writes_before = writes[0]
             for page in all_pages(scope.client, "/Patient", scope.scoped(params)):
                 seen += [r["id"] for r in matches(page)]
-                wait_ms(3)
+                # let the writer land at least one more write before the next page is fetched
+                mark, deadline = writes[0], time.monotonic() + 10
+                while writes[0] == mark and time.monotonic() < deadline and thread.is_alive():
+                    time.sleep(0.002)
             assert len(seen) == len(set(seen)), f"duplicates with _sort={sort}"
             unchanged = {r["id"] for r in initial} - victims
             assert unchanged <= set(seen), f"missed {len(unchanged - set(seen))} with _sort={sort}"
+            assert thread.is_alive(), f"the writer stopped: {errors[:3]}"
             assert writes[0] > writes_before, "the writer did not write while this search was paged"
     finally:
         stop.set()
