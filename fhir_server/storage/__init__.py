@@ -10,4 +10,8 @@ def open_store_from_url(url: str, *, synchronous: str = "FULL") -> Store:
         from fhir_server.storage.sqlite.store import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:///"), synchronous=synchronous)
-    raise ValueError(f"unsupported store URL {url!r}: only sqlite:///PATH is available")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from fhir_server.storage.mongo.store import MongoStore
+
+        return MongoStore(url)
+    raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or mongodb://HOST[:PORT]/DATABASE")

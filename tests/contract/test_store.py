@@ -13,10 +13,13 @@ from fhir_server.search.criteria import criteria_tree, parse_criteria
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import HistoryQuery, Store, Version, WriteTx
 from resources import jsonio
+from tests.support.server import fresh_mongodb_url
 
 def _url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
+    if backend == "mongodb":
+        return fresh_mongodb_url("contract")
     raise AssertionError(backend)
 
 

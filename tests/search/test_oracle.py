@@ -29,6 +29,7 @@ from fhir_server.search.rewrite import prepare
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import SearchQuery, SortKey, Store, WriteTx
 from resources import jsonio
+from tests.support.server import fresh_mongodb_url
 
 FAMILIES = ["Smith", "Smyth", "Müller", "Muller", "O'Neil", "van Dijk", "Ng"]
 GIVENS = ["Anna", "Ánna", "Bob", "Chloé", "Zoë"]
@@ -192,6 +193,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def _store_url(backend: str, path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{path / 'oracle.db'}"
+    if backend == "mongodb":
+        return fresh_mongodb_url("oracle")
     raise AssertionError(backend)
 
 

@@ -8,10 +8,38 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+MONGODB_URL_ENV = "AEGIS_TEST_MONGODB_URL"
+
+
+def fresh_mongodb_url(purpose: str = "test") -> str:
+    """``AEGIS_TEST_MONGODB_URL`` with a database of its own (a fresh name each call), so stores never share data."""
+    from pymongo.uri_parser import parse_uri
+
+    base = os.environ[MONGODB_URL_ENV]
+    name = f"aegis_{purpose}_{uuid.uuid4().hex[:12]}"
+    scheme, _, rest = base.partition("://")
+    hosts, slash, tail = rest.partition("/")
+    options = tail.partition("?")[2] if slash else ""
+    if not slash and "?" in hosts:  # mongodb://host?opts (no slash before the options)
+        hosts, _, options = hosts.partition("?")
+    url = f"{scheme}://{hosts}/{name}" + (f"?{options}" if options else "")
+    assert parse_uri(url)["database"] == name, url
+    return url
+
+
+def store_args(backend: str) -> list[str]:
+    """The ``aegis serve`` arguments that select ``backend`` (sqlite is the default: none)."""
+    if backend == "sqlite":
+        return []
+    if backend == "mongodb":
+        return ["--store", fresh_mongodb_url("server")]
+    raise ValueError(f"unknown backend {backend!r}")
 
 
 def free_port() -> int:

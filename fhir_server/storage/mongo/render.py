@@ -4,15 +4,15 @@ A ``Row`` becomes ``{"<family>": {"$elemMatch": {"p": <code>, <conditions>}}}`` 
 ``$elemMatch`` as ``$or``): the conditions of one alternative hold on the same value, as the matcher requires.
 Condition operators map to ``$eq``/``$lt``/… (MongoDB's type bracketing keeps numbers and strings apart, and a
 comparison never matches a null, as in SQL); ``prefix`` and ``contains`` to an escaped regular expression on the
-normalised text; ``is-null`` to equality with null (every field is stored, null included); ``not-null`` to
-``$type`` (not ``$ne: null``, which on arrays means "no element is null", and which FerretDB evaluates differently).
+normalised text; ``is-null`` to equality with null (which also matches the null fields left out of storage);
+``not-null`` to ``$type`` (not ``$ne: null``, which on arrays means "no element is null", and which FerretDB
+evaluates differently).
 
-Servers without field conditions in ``$elemMatch`` (FerretDB 1.x: ``unknown operator``) get the same conditions on
-dotted paths instead (``{"token.p": code, "token.code": x}``). Each condition then holds for *some* value, not
-necessarily the same one, so the filter is a superset: such a plan is marked inexact and every candidate is checked
-in Python against the tree, with the matcher's own :func:`~fhir_server.search.matcher.cond_holds` (so the answer is
-exactly the oracle's). ``Not`` of an inexact filter cannot be rendered (the complement of a superset is a subset):
-it renders as "anything" and the check decides.
+On the ``packed`` layout (servers without ``$elemMatch`` over fields, i.e. FerretDB 1.x; see :mod:`.schema`) the
+index is opaque to the server: value conditions render as "anything" and the plan is marked inexact, so the server
+selects by type (and ids) and every candidate is checked in Python with the matcher's own
+:func:`~fhir_server.search.matcher.cond_holds` — the answer is exactly the oracle's by construction. ``Not`` of an
+inexact filter renders as "anything" too (the complement of a superset is a subset) and the check decides.
 
 Chains and ``_has`` are not joins: :func:`resolve` first runs the inner query (ids of the matching targets or
 sources), at most ``max_join`` of them, and substitutes :class:`RefIn` / :class:`KeyIn`. Beyond the bound the search
@@ -21,8 +21,14 @@ fails with a clear "too costly" outcome rather than building an unbounded ``$in`
 Sorting: per parameter, ``so.<code>.a`` (smallest value, for ascending) and ``so.<code>.d`` (largest, descending);
 resources without a value sort last in either direction (as in the SQLite store), then by the store key ``k``. A
 missing field sorts first in MongoDB, so the result is read in *partitions* — every combination of "has a value" /
-"has none" per sort key, in order — each partition a plain indexed sort. Cursors are ``(mask, values…, k)``, the mask
-saying which sort values the row lacked.
+"has none" per sort key, in order — each partition a plain sort that stops at the page size (MongoDB's top-k sort
+over the filtered set; the sort values are not indexed: ~40 parameters per type would exceed MongoDB's 64 indexes).
+On the packed layout the sort values are opaque too, and the page is sorted in Python. Cursors are
+``(mask, values…, k)``, the mask saying which sort values the row lacked.
+
+Checked against the oracle: on FerretDB by ``tests/search/test_oracle.py`` (packed layout: server-side type and id
+selection, Python checks); the fields layout's ``$elemMatch`` filters and partitioned keyset paging were checked with
+the same property test over mongomock (300 examples), since no MongoDB with ``$elemMatch`` can run here.
 """
 
 from __future__ import annotations
@@ -52,8 +58,16 @@ from fhir_server.search.tree import (
 )
 from fhir_server.search.values import ReferenceV
 from fhir_server.storage.base import SortKey
-from fhir_server.storage.mongo.schema import FAMILY_FIELDS, NUMERIC_FAMILIES, decode_values, family_of, field_key
-from resources.outcome import FhirError
+from fhir_server.storage.mongo.schema import (
+    FAMILY_FIELDS,
+    NUMERIC_FAMILIES,
+    PACKED,
+    decode_values,
+    family_of,
+    field_key,
+    index_of,
+)
+from resources.outcome import FhirError, InvalidInput
 
 Filter = dict[str, Any]
 MATCH_ALL: Filter = {}
@@ -115,7 +129,7 @@ async def resolve(node: Node, rtype: str | None, collect: Collect, max_join: int
         _bound(len(docs), max_join, f"_has:{node.source_type}:{node.ref_param.code}")
         keys = set()
         for doc in docs:
-            for sub in doc.get("reference") or ():
+            for sub in index_of(doc).get("reference") or ():
                 if sub["p"] == node.ref_param.code and sub.get("target_type") and sub.get("target_id") is not None:
                     keys.add(f"{sub['target_type']}/{sub['target_id']}")
         if rtype is not None and rtype != "Resource":
@@ -210,8 +224,8 @@ def _field_path(family: str, field: str) -> str:
     return field
 
 
-def _conds_filter(family: str, conds: tuple[Cond, ...], prefix: str) -> Filter:
-    """All conditions of one alternative, on paths ``prefix + field``; conditions on one field share its operator
+def _conds_filter(family: str, conds: tuple[Cond, ...]) -> Filter:
+    """All conditions of one alternative, inside ``$elemMatch``; conditions on one field share its operator
     document (``$gte`` and ``$lt`` of a range), repeated operators fall back to ``$and``."""
     by_path: dict[str, dict[str, Any]] = {}
     extra: list[Filter] = []
@@ -219,7 +233,7 @@ def _conds_filter(family: str, conds: tuple[Cond, ...], prefix: str) -> Filter:
         ops = _cond_ops(cond)
         if ops is None:
             return MATCH_NONE
-        path = prefix + _field_path(family, cond.field)
+        path = _field_path(family, cond.field)
         current = by_path.setdefault(path, {})
         if any(k in current for k in ops):
             extra.append({path: ops})
@@ -235,8 +249,12 @@ class Rendered:
 
 
 class Renderer:
-    def __init__(self, elem_match: bool) -> None:
-        self.elem_match = elem_match
+    def __init__(self, layout: str) -> None:
+        self.packed = layout == PACKED
+
+    def sorts_in_server(self, specs: list[SortSpec]) -> bool:
+        """Whether the server can order by these keys (packed sort values are inside the opaque index)."""
+        return not self.packed or all(s.present is None for s in specs)
 
     def render(self, node: Node, rtype: str | None) -> Rendered:
         """Filter over ``current`` documents of type ``rtype`` (any type when None) for a resolved tree."""
@@ -269,6 +287,8 @@ class Renderer:
             if not keys:
                 return Rendered(MATCH_NONE, True)
             return Rendered({"_id": keys[0]} if len(keys) == 1 else {"_id": {"$in": keys}}, True)
+        if self.packed and isinstance(node, (TextSearch, Missing, Row, RefIn)):
+            return Rendered(MATCH_ALL, False)  # the index is opaque to the server: decided in Python
         if isinstance(node, TextSearch):
             field = "tn" if node.kind == "_text" else "tc"
             return Rendered(all_of([{field: {"$regex": regex_escape(w)}} for w in node.query.split()]), True)
@@ -304,38 +324,26 @@ class Renderer:
         if param.code == "_id" or family not in FAMILY_FIELDS and family != "composite":
             return Rendered(MATCH_ALL, False)  # not an index row: decided in Python
         guard = self._type_guard(param, rtype)
-        if self.elem_match:
-            alts = [_conds_filter(family, alt, "") for alt in node.alts]
-            alts = [a for a in alts if a != MATCH_NONE]
-            if not alts:
-                return Rendered(MATCH_NONE, True)
-            inner: Filter = {"p": param.code}
-            if len(alts) == 1:
-                inner = all_of([inner, alts[0]])
-            elif all(alts):
-                inner = {"p": param.code, "$or": alts}
-            flt: Filter = {family: {"$elemMatch": inner}}
-            exact = True
-        else:
-            present = {f"{family}.p": param.code}
-            flt = any_of(all_of([present, _conds_filter(family, alt, family + ".")]) for alt in node.alts)
-            exact = False
-        return Rendered(flt if guard is None else all_of([guard, flt]), exact)
+        alts = [_conds_filter(family, alt) for alt in node.alts]
+        alts = [a for a in alts if a != MATCH_NONE]
+        if not alts:
+            return Rendered(MATCH_NONE, True)
+        inner: Filter = {"p": param.code}
+        if len(alts) == 1:
+            inner = all_of([inner, alts[0]])
+        elif all(alts):  # (an empty alternative accepts any value of the parameter)
+            inner = {"p": param.code, "$or": alts}
+        flt: Filter = {family: {"$elemMatch": inner}}
+        return Rendered(flt if guard is None else all_of([guard, flt]), True)
 
     def _ref_in(self, node: RefIn, rtype: str | None) -> Rendered:
         if not node.ids:
             return Rendered(MATCH_NONE, True)
         ids = sorted(node.ids)
         guard = self._type_guard(node.param, rtype)
-        if self.elem_match:
-            flt: Filter = {"reference": {"$elemMatch": {"p": node.param.code, "target_type": node.target_type,
-                                                        "target_id": {"$in": ids}}}}
-            exact = True
-        else:
-            flt = {"reference.p": node.param.code, "reference.target_type": node.target_type,
-                   "reference.target_id": {"$in": ids}}
-            exact = False
-        return Rendered(flt if guard is None else all_of([guard, flt]), exact)
+        flt: Filter = {"reference": {"$elemMatch": {"p": node.param.code, "target_type": node.target_type,
+                                                    "target_id": {"$in": ids}}}}
+        return Rendered(flt if guard is None else all_of([guard, flt]), True)
 
 
 def needs_text(node: Node) -> bool:
@@ -349,9 +357,32 @@ def needs_text(node: Node) -> bool:
 # ---- the check in Python ----------------------------------------------------------------------------------------------
 
 
-def indexed(doc: dict[str, Any]) -> IndexedResource:
-    """A ``current`` document as the matcher sees a resource."""
-    return IndexedResource(doc["t"], doc["i"], decode_values(doc), doc.get("tn", ""), doc.get("tc", ""))
+def tree_codes(node: Node) -> frozenset[str]:
+    """The parameter codes a resolved tree looks at (only their values need decoding for a check)."""
+    if isinstance(node, (And, Or)):
+        return frozenset().union(*(tree_codes(n) for n in node.items))
+    if isinstance(node, Not):
+        return tree_codes(node.item)
+    if isinstance(node, (Row, Missing, RefIn)):
+        return frozenset((node.param.code,))
+    return frozenset()
+
+
+def indexed(doc: dict[str, Any], codes: frozenset[str] | None = None) -> IndexedResource:
+    """A ``current`` document as the matcher sees a resource (with the values of ``codes`` only, when given)."""
+    index = index_of(doc)
+    return IndexedResource(doc["t"], doc["i"], decode_values(doc, codes), index.get("tn", ""), index.get("tc", ""))
+
+
+class Checker:
+    """``holds`` for one tree over many documents, decoding only the parameters the tree names."""
+
+    def __init__(self, tree: Node) -> None:
+        self.tree = tree
+        self.codes = tree_codes(tree)
+
+    def __call__(self, doc: dict[str, Any]) -> bool:
+        return holds(self.tree, indexed(doc, self.codes))
 
 
 def holds(node: Node, res: IndexedResource) -> bool:
@@ -422,8 +453,9 @@ def cursor_of(doc: dict[str, Any], specs: list[SortSpec]) -> tuple[Any, ...]:
     """``(mask, value…, k)``: bit j of mask set when the row has no value for sort key j (its value is then 0)."""
     mask = 0
     values: list[Any] = []
+    index = index_of(doc)
     for j, spec in enumerate(specs):
-        value = _get(doc, spec.field)
+        value = doc.get(spec.field) if spec.present is None else _get(index, spec.field)
         if value is None:
             mask |= 1 << j
             values.append(0)
@@ -433,8 +465,6 @@ def cursor_of(doc: dict[str, Any], specs: list[SortSpec]) -> tuple[Any, ...]:
 
 
 def check_cursor(cursor: tuple[Any, ...], specs: list[SortSpec]) -> tuple[Any, ...]:
-    from resources.outcome import InvalidInput
-
     if (len(cursor) != len(specs) + 2 or not isinstance(cursor[0], int) or not isinstance(cursor[-1], int)
             or not 0 <= cursor[0] < 1 << len(specs)):
         raise InvalidInput("_cursor does not belong to this search", expression="_cursor", message_id="AEGIS-181")

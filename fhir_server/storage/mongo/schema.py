@@ -21,6 +21,16 @@
 ``consumers`` — outbox positions (``_id`` = consumer name, ``pos``). ``writers`` — one document per running store
     process (liveness, for recovery). ``meta`` — the schema version and the writer-slot counter.
 
+Two layouts of the search index, chosen when the database is created and recorded in ``meta``:
+
+* ``fields`` (servers with ``$elemMatch`` over subdocument fields: MongoDB): as above, queried and indexed in place.
+* ``packed`` (servers without it: FerretDB 1.x refuses field conditions in ``$elemMatch``): the same index
+  subdocument (family arrays, ``so``, ``tn``, ``tc``) BSON-encoded into one binary field ``x``. Such a server cannot
+  pin conditions to one value, so a filter on the fields would only be a superset to check in Python anyway; and
+  FerretDB decodes every field of every document it scans (it evaluates filters in Go, pushing down only ``_id``
+  equality), at a cost per field: an opaque ``x`` makes its scans about three times faster. Searches on this
+  layout select by type in the server and decide in Python (see :mod:`.render`).
+
 Why string ``_id`` keys everywhere a point lookup happens: FerretDB's SQLite backend pushes exactly one kind of
 filter down to SQLite, equality on a string ``_id``; everything else is evaluated in Go over every document.
 Why the body lives in ``current`` as well as in ``versions``: a read is then one lookup, and a search page needs no
@@ -32,6 +42,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import bson
+from bson import Binary
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
@@ -93,10 +105,16 @@ def field_key(code: str) -> str:
 
 
 def encode_value(value: Value) -> dict[str, Any]:
-    """The family's fields of one value (every field, ``None`` included: a stored null is what ``is-null`` finds)."""
+    """The family's fields of one value; ``None`` fields are left out (``{f: null}`` and ``$elemMatch: {f: null}``
+    match a missing field as they match a null one, and ``$type`` matches neither, so nothing changes but size)."""
     if isinstance(value, CompositeV):
         return {f"p{n}": {"f": family_of_value(part), **encode_value(part)} for n, part in enumerate(value.parts)}
-    return {name: getattr(value, name) for name in FAMILY_FIELDS[family_of_value(value)]}
+    out = {}
+    for name in FAMILY_FIELDS[family_of_value(value)]:
+        field = getattr(value, name)
+        if field is not None:
+            out[name] = field
+    return out
 
 
 def decode_value(family: str, sub: dict[str, Any]) -> Value:
@@ -110,12 +128,26 @@ def decode_value(family: str, sub: dict[str, Any]) -> Value:
     return _CLASS_OF[family](*(sub.get(name) for name in FAMILY_FIELDS[family]))  # type: ignore[no-any-return]
 
 
-def decode_values(doc: dict[str, Any]) -> dict[str, list[Value]]:
-    """The index values of a ``current`` document, per parameter code (the matcher's view of a resource)."""
+def index_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The search index part of a ``current`` document, whichever the layout (unpacked once per document)."""
+    packed = doc.get("x")
+    if packed is None:
+        return doc
+    unpacked = doc.get("_x")
+    if unpacked is None:
+        unpacked = doc["_x"] = bson.decode(bytes(packed))
+    return unpacked  # type: ignore[no-any-return]
+
+
+def decode_values(doc: dict[str, Any], codes: frozenset[str] | None = None) -> dict[str, list[Value]]:
+    """The index values of a ``current`` document per parameter code (the matcher's view of a resource); only
+    ``codes`` when given (a check needs the parameters its tree names, not the ~40 a resource has)."""
+    index = index_of(doc)
     out: dict[str, list[Value]] = {}
     for family in FAMILIES:
-        for sub in doc.get(family) or ():
-            out.setdefault(sub["p"], []).append(decode_value(family, sub))
+        for sub in index.get(family) or ():
+            if codes is None or sub["p"] in codes:
+                out.setdefault(sub["p"], []).append(decode_value(family, sub))
     return out
 
 
@@ -149,12 +181,18 @@ def index_fields(values: list[tuple[str, Value]], narrative: str, content: str) 
     return out
 
 
+FIELDS, PACKED = "fields", "packed"
+
+
 def current_doc(rtype: str, rid: str, vid: int, *, deleted: bool, key: int, seq: int, last_updated: str, method: str,
-                body: bytes, index: dict[str, Any]) -> dict[str, Any]:
+                body: bytes, index: dict[str, Any], layout: str) -> dict[str, Any]:
     doc: dict[str, Any] = {"_id": f"{rtype}/{rid}", "t": rtype, "i": rid, "v": vid, "d": deleted, "k": key, "s": seq,
                            "lu": last_updated, "m": method, "b": body}
-    if not deleted:
-        doc.update(index)
+    if not deleted and index:
+        if layout == PACKED:
+            doc["x"] = Binary(bson.encode(index))
+        else:
+            doc.update(index)
     return doc
 
 
@@ -205,17 +243,34 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-async def ensure(db: AsyncDatabase[dict[str, Any]]) -> None:
-    """Check the schema version and create the indexes (idempotent: existing ones are left as they are)."""
+async def ensure(db: AsyncDatabase[dict[str, Any]]) -> str:
+    """Check the schema version, create the indexes (idempotent) and return the index layout of the database: the
+    recorded one, or for a new database the one the server supports (recorded now, so it never changes under data)."""
     meta = db["meta"]
     found = await meta.find_one({"_id": "schema"})
     if found is not None and found.get("version") != SCHEMA_VERSION:
         raise RuntimeError(f"the database was written with MongoDB store schema {found.get('version')}; this Aegis "
                            f"uses {SCHEMA_VERSION}. Load the data into a fresh database.")
-    for collection, models in INDEXES.items():
-        await db[collection].create_indexes(models)
+    elem_match = await supports_elem_match(db)
     if found is None:
-        await meta.update_one({"_id": "schema"}, {"$setOnInsert": {"version": SCHEMA_VERSION}}, upsert=True)
+        await meta.update_one({"_id": "schema"}, {"$setOnInsert": {
+            "version": SCHEMA_VERSION, "layout": FIELDS if elem_match else PACKED}}, upsert=True)
+        found = await meta.find_one({"_id": "schema"})
+        assert found is not None
+    layout = str(found.get("layout", FIELDS))
+    if layout == FIELDS and not elem_match:
+        raise RuntimeError("this database keeps its search index in fields queried with $elemMatch, which this "
+                           "server does not support; serve it from MongoDB")
+    for collection, models in INDEXES.items():
+        if collection == "current" and layout == PACKED:
+            models = models[:2]  # the packed index is opaque: nothing in it to index
+        existing = {ix["name"] async for ix in await db[collection].list_indexes()}
+        for model in models:
+            # one per command, and only missing ones: FerretDB 1.24 drops the connection (a panic) when one
+            # createIndexes command names several indexes that all exist already
+            if model.document["name"] not in existing:
+                await db[collection].create_indexes([model])
+    return layout
 
 
 async def supports_elem_match(db: AsyncDatabase[dict[str, Any]]) -> bool:
