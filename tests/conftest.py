@@ -6,16 +6,23 @@ backend name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess
+from tests.support.server import MONGODB_URL_ENV, ServerProcess, store_args
 
 BACKENDS = ["sqlite"]
 CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9"}}
+if os.environ.get(MONGODB_URL_ENV):
+    # a MongoDB-protocol server (FerretDB in scripts/test); every store and server gets a database of its own.
+    # Transactions are all-or-nothing through the commit protocol. Not "durable-kill9" yet: that test starts its
+    # ServerProcess without the backend's arguments, so it would test sqlite again.
+    BACKENDS.append("mongodb")
+    CAPABILITIES["mongodb"] = {"transactions"}
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -25,7 +32,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp(f"aegis-{backend}"))
+    proc = ServerProcess(tmp_path_factory.mktemp(f"aegis-{backend}"), args=store_args(backend))
     proc.start()
     yield proc
     proc.stop()
