@@ -48,7 +48,9 @@ Alts = tuple[tuple[Cond, ...], ...]
 
 
 def _date_alts(prefix: str, plo: int, phi: int) -> Alts:
-    eq = (Cond("lo", ">=", plo), Cond("hi", "<=", phi))
+    # ``lo <= phi`` follows from ``hi <= phi`` (a stored range never ends before it starts) but bounds the index
+    # range scan on ``lo`` from both sides; without it a birthdate lookup reads every later birthdate.
+    eq = (Cond("lo", ">=", plo), Cond("lo", "<=", phi), Cond("hi", "<=", phi))
     if prefix in ("eq", "ne"):
         return (eq,)
     if prefix == "gt":

@@ -83,38 +83,27 @@ class SqlRenderer:
             exists = f"EXISTS (SELECT 1 FROM idx_{family} m WHERE m.rkey = {alias}.rkey AND {pid_sql})"
             return f"(NOT {exists})" if node.missing else exists
         if isinstance(node, Chain):
-            r, t = self._alias("r"), self._alias("t")
-            args.append(node.target_type)
-            pid_sql = self._pid(node.param, f"{r}.pid", args)
-            if pid_sql is None:
+            if probe:
+                return self._chain_select(node, args, probe_of=alias) or "0"
+            select = self._chain_select(node, args)
+            return f"{alias}.rkey IN ({select})" if select else "0"
+        if isinstance(node, Has):
+            if rtype is None or rtype == "Resource" or probe:
+                # system level (with or without _type): the reference must name the row's own type
+                select = self._has_select(node, None if rtype in (None, "Resource") else rtype, args,
+                                          probe_of=alias if probe else None, own_type_of=alias)
+                if select is None:
+                    return "0"
+                return f"EXISTS ({select})" if probe else f"{alias}.rid IN ({select})"
+            # by key through the (type, id) index, so that it can drive the query
+            args.append(rtype)
+            select = self._has_select(node, rtype, args)
+            if select is None:
                 args.pop()
                 return "0"
-            args.append(node.target_type)
-            # probing: only this row's references, so the target's conditions probe too
-            inner = self.where(node.inner, t, node.target_type, args, probe=probe)
-            join = (f"FROM idx_reference {r} JOIN resource_current {t}"
-                    f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
-                    f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner}")
-            if probe:
-                return f"EXISTS (SELECT 1 {join} AND {r}.rkey = {alias}.rkey)"
-            return f"{alias}.rkey IN (SELECT {r}.rkey {join})"
-        if isinstance(node, Has):
-            r, s = self._alias("r"), self._alias("s")
-            pid_sql = self._pid(node.ref_param, f"{r}.pid", args)
-            if pid_sql is None:
-                return "0"
-            if rtype is None or rtype == "Resource":
-                # system level (with or without _type): the reference must name the row's own type
-                target = f"{r}.target_type = {alias}.rtype"
-            else:
-                target = f"{r}.target_type = ?"
-                args.append(rtype)
-            inner = self.where(node.inner, s, node.source_type, args, probe=probe)
-            join = (f"FROM idx_reference {r} JOIN resource_current {s}"
-                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target} AND {inner}")
-            if probe:
-                return f"EXISTS (SELECT 1 {join} AND {r}.target_id = {alias}.rid)"
-            return f"{alias}.rid IN (SELECT {r}.target_id {join})"
+            i = self._alias("i")
+            return (f"{alias}.rkey IN (SELECT {i}.rkey FROM resource_current {i}"
+                    f" WHERE {i}.rtype = ? AND {i}.rid IN ({select}))")
         if isinstance(node, IdIn):
             if not node.ids:
                 return "0"
@@ -144,18 +133,83 @@ class SqlRenderer:
         raise TypeError(f"cannot render {type(node).__name__}; lower the tree first")
 
     def _row(self, node: Row, alias: str, args: list[Any], probe: bool = False) -> str:
+        parts = self._row_parts(node, args)
+        if parts is None:
+            return "0"
+        family, pid_sql, alts = parts
+        if probe:
+            return (f"EXISTS (SELECT 1 FROM idx_{family} WHERE rkey = {alias}.rkey AND {pid_sql}"
+                    f" AND ({' OR '.join(alts)}))")
+        return f"{alias}.rkey IN ({self._row_select(family, pid_sql, alts)})"
+
+    @staticmethod
+    def _row_select(family: str, pid_sql: str, alts: list[str]) -> str:
+        return f"SELECT rkey FROM idx_{family} WHERE {pid_sql} AND ({' OR '.join(alts)})"
+
+    def _row_parts(self, node: Row, args: list[Any]) -> tuple[str, str, list[str]] | None:
         family = family_of(node.param)
         pid_sql = self._pid(node.param, "pid", args)
         if pid_sql is None:
-            return "0"
+            return None
         alts = []
         for alt in node.alts:
             conds = [self._cond(family, c, args) for c in alt]
             alts.append("(" + " AND ".join(conds or ["1"]) + ")")
-        if probe:
-            return (f"EXISTS (SELECT 1 FROM idx_{family} WHERE rkey = {alias}.rkey AND {pid_sql}"
-                    f" AND ({' OR '.join(alts)}))")
-        return f"{alias}.rkey IN (SELECT rkey FROM idx_{family} WHERE {pid_sql} AND ({' OR '.join(alts)}))"
+        return family, pid_sql, alts
+
+    def _chain_select(self, node: Chain, args: list[Any], *, probe_of: str | None = None) -> str | None:
+        """The referring rows' keys (``SELECT r.rkey …``); with ``probe_of``, an EXISTS body for that row."""
+        r, t = self._alias("r"), self._alias("t")
+        mark = len(args)
+        args.append(node.target_type)
+        pid_sql = self._pid(node.param, f"{r}.pid", args)
+        if pid_sql is None:
+            del args[mark:]
+            return None
+        args.append(node.target_type)
+        # probing: only this row's references, so the target's conditions probe too
+        inner = self.where(node.inner, t, node.target_type, args, probe=probe_of is not None)
+        join = (f"FROM idx_reference {r} JOIN resource_current {t}"
+                f" ON {t}.rtype = ? AND {t}.rid = {r}.target_id AND {t}.deleted = 0"
+                f" WHERE {pid_sql} AND {r}.target_type = ? AND {inner}")
+        if probe_of is not None:
+            return f"EXISTS (SELECT 1 {join} AND {r}.rkey = {probe_of}.rkey)"
+        return f"SELECT {r}.rkey {join}"
+
+    def _has_select(self, node: Has, rtype: str | None, args: list[Any], *, probe_of: str | None = None,
+                    own_type_of: str | None = None) -> str | None:
+        """The referenced ids (``SELECT r.target_id …``) of the source rows matching ``node.inner``; with
+        ``probe_of``, only those pointing at that row. Without ``rtype`` the reference must name the type of the
+        row ``own_type_of``."""
+        r, s = self._alias("r"), self._alias("s")
+        mark = len(args)
+        pid_sql = self._pid(node.ref_param, f"{r}.pid", args)
+        if pid_sql is None:
+            del args[mark:]
+            return None
+        if rtype is None:
+            target = f"{r}.target_type = {own_type_of}.rtype"
+        else:
+            target = f"{r}.target_type = ?"
+            args.append(rtype)
+        inner = self.where(node.inner, s, node.source_type, args, probe=probe_of is not None)
+        join = (f"FROM idx_reference {r} JOIN resource_current {s}"
+                f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target} AND {inner}")
+        if probe_of is not None:
+            return f"SELECT 1 {join} AND {r}.target_id = {probe_of}.rid"
+        return f"SELECT {r}.target_id {join}"
+
+    def estimate(self, node: Node, rtype: str | None, args: list[Any]) -> str | None:
+        """A SELECT with one row per index match of a top-level condition (see ``plan.py``), or None when the
+        condition cannot drive a query. ``_has`` counts its source rows: an upper bound of the targets."""
+        if isinstance(node, Row):
+            parts = self._row_parts(node, args)
+            return "SELECT 1 WHERE 0" if parts is None else self._row_select(*parts)
+        if isinstance(node, Chain):
+            return self._chain_select(node, args) or "SELECT 1 WHERE 0"
+        if isinstance(node, Has) and rtype not in (None, "Resource"):
+            return self._has_select(node, rtype, args) or "SELECT 1 WHERE 0"
+        return None
 
     def _cond(self, family: str, cond: Cond, args: list[Any]) -> str:
         column = _column(family, cond.field)

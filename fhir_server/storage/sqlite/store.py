@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fhir_server.search.registry import params_for
-from fhir_server.search.tree import And, Chain, IdIn, Node, Or, Param, Row, TextSearch
+from fhir_server.search.tree import Node, Param
 from fhir_server.search.values import CompositeV, Value
 from fhir_server.storage.base import (
     HistoryQuery,
@@ -33,7 +33,8 @@ from fhir_server.storage.base import (
     WriteTx,
 )
 from fhir_server.storage.sqlite import schema
-from fhir_server.storage.sqlite.render import SqlRenderer, keyset_condition
+from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
+from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, keyset_condition
 from fhir_server.storage.sqlite.writer import GroupCommitWriter, refresh_statistics
 from resources import jsonio
 from resources.canonical import stamped
@@ -72,12 +73,23 @@ class _Reads(ReadOps):
 
     _conn: sqlite3.Connection
     _pids: dict[tuple[str, str], int]
+    _limits: PlanLimits
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return fn(self._conn)
 
     def _pid(self, rtype: str, code: str) -> int | None:
         return self._pids.get((rtype, code))
+
+    def _snapshot(self, conn: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        """``fn``'s statements in one read transaction (inside a write unit they already are)."""
+        if conn.in_transaction:
+            return fn()
+        conn.execute("BEGIN")
+        try:
+            return fn()
+        finally:
+            conn.execute("COMMIT")
 
     def _pids_of(self, rtype: str, code: str) -> tuple[int, ...]:
         if rtype == "Resource":  # a common parameter searched across types
@@ -139,64 +151,16 @@ class _Reads(ReadOps):
 
         return await self._run(run)
 
-    def _where(self, rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
-        return where_clause(rtype, tree, args, renderer)
-
     async def search(self, query: SearchQuery) -> SearchPage:
-        renderer = SqlRenderer(self._pids_of)
-        args: list[Any] = []
-        select_args: list[Any] = []
-        sort_exprs: list[tuple[str, list[Any], bool]] = []
-        for key in query.sort:
-            expr_args: list[Any] = []
-            expr = renderer.sort_expr(key.param, key.descending, "c", expr_args)
-            sort_exprs.append((expr, expr_args, key.descending))
-        where = self._where(query.rtype, query.tree, args, renderer)
-        count_sql = f"SELECT COUNT(*) FROM resource_current c WHERE {where}"
-        count_args = list(args)
-        backwards = query.before is not None
-        if query.after is not None:
-            where += " AND " + keyset_condition(sort_exprs, query.after, "c", args)
-        elif query.before is not None:
-            where += " AND " + keyset_condition(sort_exprs, query.before, "c", args, backwards=True)
-        columns = ", ".join([_VERSION_COLUMNS, "c.rkey"] + [e for e, _, _ in sort_exprs])
-        for _, expr_args, _ in sort_exprs:
-            select_args.extend(expr_args)
-        order_args: list[Any] = []
-        order = []
-        for expr, expr_args, descending in sort_exprs:
-            order.append(f"{expr} {'DESC' if descending != backwards else 'ASC'}")
-            order_args.extend(expr_args)
-        order.append(f"c.rkey {'DESC' if backwards else 'ASC'}")
-        sql = (f"SELECT {columns} FROM resource_current c JOIN resource_version v ON v.seq = c.seq WHERE {where}"
-               f" ORDER BY {', '.join(order)} LIMIT ?")
-        all_args = select_args + args + order_args + [query.count + 1]
-        nsort = len(sort_exprs)
-
+        # one read transaction: the plan's counts, every window and the total see the same snapshot
         def run(conn: sqlite3.Connection) -> SearchPage:
-            rows = conn.execute(sql, all_args).fetchall() if query.count > 0 else []
-            more = len(rows) > query.count
-            rows = rows[: query.count]
-            if backwards:
-                rows.reverse()
-
-            def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
-                return tuple(row[9: 9 + nsort]) + (row[8],)
-
-            # forwards, ``more`` means rows follow; backwards, rows precede (and the page we came from follows)
-            after = key(rows[-1]) if rows and (backwards or more) else None
-            before = key(rows[0]) if rows and (query.after is not None or (backwards and more)) else None
-            total = conn.execute(count_sql, count_args).fetchone()[0] if query.total else None
-            return SearchPage([_version(r) for r in rows], [r[8] for r in rows], after, total, before)
+            return self._snapshot(conn, lambda: _search(conn, query, self._pids_of, self._limits))
 
         return await self._run(run)
 
     async def count(self, rtype: str | None, tree: Node) -> int:
-        args: list[Any] = []
-        where = self._where(rtype, tree, args, SqlRenderer(self._pids_of))
-
         def run(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {where}", args).fetchone()[0])
+            return self._snapshot(conn, lambda: _count(conn, rtype, tree, self._pids_of, self._limits))
 
         return await self._run(run)
 
@@ -245,47 +209,131 @@ class _Reads(ReadOps):
         return await self._run(run)
 
 
-def _selectivity(node: Node) -> int:
-    """Rank of a top-level condition as the one to drive the query from (lower first)."""
-    if isinstance(node, IdIn):
-        return 0
-    if isinstance(node, Row):
-        fields = {c.field for alt in node.alts for c in alt if c.op == "="}
-        if "target_id" in fields or "ident_value" in fields:
-            return 0
-        if fields & {"code", "exact", "uri", "url", "canon_code"}:
-            return 1
-        return 3
-    if isinstance(node, Chain):
-        return 2
-    if isinstance(node, TextSearch):
-        return 4
-    if isinstance(node, Or) and node.items:  # drives when each branch can (a compartment's references)
-        return max(_selectivity(n) for n in node.items)
-    return 9
-
-
-def where_clause(rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
-    """The WHERE clause of a search over ``resource_current c`` (golden tests print it)."""
-    tree, driven = _driving_order(tree)
+def where_clause(rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer,
+                 plan: Plan | None = None) -> str:
+    """The WHERE clause of a search over ``resource_current c`` (golden tests print it with the static plan)."""
+    plan = plan or static_plan(tree)
     # With an index-driven condition (a parameter row, a chain, ids), the type and deleted tests must not be used
     # to pick an index: "+" hides them from the planner, so it looks the matches up by key instead of scanning
     # every resource of the type.
-    plus = "+" if driven else ""
+    plus = "+" if plan.driven else ""
     clauses = [f"{plus}c.deleted = 0"]
     if rtype is not None:
         clauses.append(f"{plus}c.rtype = ?")
         args.append(rtype)
-    clauses.append(renderer.where(tree, "c", rtype, args))
+    clauses.append(renderer.where(plan.tree, "c", rtype, args))
     return " AND ".join(clauses)
 
 
-def _driving_order(tree: Node) -> tuple[Node, bool]:
-    """The tree with its most selective top-level condition first, and whether one can drive the query."""
-    items = list(tree.items) if isinstance(tree, And) else [tree]
-    items.sort(key=_selectivity)
-    driven = _selectivity(items[0]) < 9
-    return (And(tuple(items)) if len(items) > 1 else items[0]), driven
+def _probe_clause(rtype: str, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
+    """The WHERE clause of a walk over the type's rows in key order: every condition is probed per row."""
+    args.append(rtype)
+    return f"c.deleted = 0 AND c.rtype = ? AND {renderer.where(tree, 'c', rtype, args, probe=True)}"
+
+
+def _plan(conn: sqlite3.Connection, rtype: str | None, tree: Node, pid_of: PidOf, limits: PlanLimits) -> Plan:
+    if rtype is None or rtype == "Resource":
+        return static_plan(tree)
+    return choose(conn, tree, lambda node, args: SqlRenderer(pid_of).estimate(node, rtype, args), limits)
+
+
+def _count(conn: sqlite3.Connection, rtype: str | None, tree: Node, pid_of: PidOf, limits: PlanLimits) -> int:
+    args: list[Any] = []
+    where = where_clause(rtype, tree, args, SqlRenderer(pid_of), _plan(conn, rtype, tree, pid_of, limits))
+    return int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {where}", args).fetchone()[0])
+
+
+def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits: PlanLimits) -> SearchPage:
+    plan = _plan(conn, query.rtype, query.tree, pid_of, limits)
+    renderer = SqlRenderer(pid_of)
+    sort_exprs: list[tuple[str, list[Any], bool]] = []
+    for key in query.sort:
+        expr_args: list[Any] = []
+        expr = renderer.sort_expr(key.param, key.descending, "c", expr_args)
+        sort_exprs.append((expr, expr_args, key.descending))
+    backwards = query.before is not None
+    cursor = query.before if backwards else query.after
+    limit = query.count + 1
+
+    def select(where: str, where_args: list[Any], extra: str = "", extra_args: tuple[Any, ...] = (),
+               rows_wanted: int = limit) -> list[tuple[Any, ...]]:
+        args = list(where_args)
+        if cursor is not None:
+            where += " AND " + keyset_condition(sort_exprs, cursor, "c", args, backwards=backwards)
+        where += extra
+        args.extend(extra_args)
+        select_args: list[Any] = []
+        order_args: list[Any] = []
+        order = []
+        for expr, expr_args, descending in sort_exprs:
+            select_args.extend(expr_args)
+            order.append(f"{expr} {'DESC' if descending != backwards else 'ASC'}")
+            order_args.extend(expr_args)
+        order.append(f"c.rkey {'DESC' if backwards else 'ASC'}")
+        columns = ", ".join([_VERSION_COLUMNS, "c.rkey"] + [e for e, _, _ in sort_exprs])
+        sql = (f"SELECT {columns} FROM resource_current c JOIN resource_version v ON v.seq = c.seq WHERE {where}"
+               f" ORDER BY {', '.join(order)} LIMIT ?")
+        return conn.execute(sql, select_args + args + order_args + [rows_wanted]).fetchall()
+
+    driven_args: list[Any] = []
+    driven_where = where_clause(query.rtype, query.tree, driven_args, renderer, plan)
+    rows: list[tuple[Any, ...]] = []
+    if query.count > 0:
+        if plan.broad and not sort_exprs and query.rtype is not None:
+            rows = _windowed(conn, query.rtype, query.tree, renderer, select, driven_where, driven_args,
+                             cursor, backwards, limit, limits.windows)
+        else:
+            rows = select(driven_where, driven_args)
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if backwards:
+        rows.reverse()
+    nsort = len(sort_exprs)
+
+    def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(row[9: 9 + nsort]) + (row[8],)
+
+    # forwards, ``more`` means rows follow; backwards, rows precede (and the page we came from follows)
+    after = key(rows[-1]) if rows and (backwards or more) else None
+    before = key(rows[0]) if rows and (query.after is not None or (backwards and more)) else None
+    total = None
+    if query.total:
+        total = int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {driven_where}",
+                                 driven_args).fetchone()[0])
+    return SearchPage([_version(r) for r in rows], [r[8] for r in rows], after, total, before)
+
+
+def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRenderer,
+              select: Callable[..., list[tuple[Any, ...]]], driven_where: str, driven_args: list[Any],
+              cursor: tuple[Any, ...] | None, backwards: bool, limit: int,
+              windows: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """Rows in key order for a search whose conditions are all broad: probe the type's rows window by window
+    (see ``plan.py``); if the windows do not fill the page, the driving plan continues after the last window."""
+    probe_args: list[Any] = []
+    probe_where = _probe_clause(rtype, tree, probe_args, renderer)
+    step = "<" if backwards else ">"
+    edge = cursor[-1] if cursor is not None else None  # the key the walk starts after (before, backwards)
+    rows: list[tuple[Any, ...]] = []
+    for size in windows:
+        bound_sql = (f"SELECT rkey FROM resource_current WHERE rtype = ? AND deleted = 0"
+                     + (f" AND rkey {step} ?" if edge is not None else "")
+                     + f" ORDER BY rkey {'DESC' if backwards else 'ASC'} LIMIT 1 OFFSET ?")
+        bound_args = [rtype, *([edge] if edge is not None else []), size - 1]
+        found = conn.execute(bound_sql, bound_args).fetchone()
+        window = ""
+        window_args: list[Any] = []
+        if edge is not None:
+            window += f" AND c.rkey {step} ?"
+            window_args.append(edge)
+        if found is not None:
+            window += f" AND c.rkey {'>=' if backwards else '<='} ?"
+            window_args.append(found[0])
+        rows += select(probe_where, probe_args, window, tuple(window_args), limit - len(rows))
+        if len(rows) >= limit or found is None:
+            return rows
+        edge = found[0]
+    rest = f" AND c.rkey {step} ?"
+    return rows + select(driven_where, driven_args, rest, (edge,), limit - len(rows))
 
 
 class _Tx(_Reads, WriteTx):
@@ -293,6 +341,7 @@ class _Tx(_Reads, WriteTx):
         self._conn = conn
         self._store = store
         self._pids = store._pids
+        self._limits = store._limits
 
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
         conn = self._conn
@@ -352,8 +401,10 @@ class _Tx(_Reads, WriteTx):
 
 
 class SqliteStore(_Reads, Store):
-    def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2) -> None:
+    def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2,
+                 plan_limits: PlanLimits = DEFAULT_LIMITS) -> None:
         self.path = path
+        self._limits = plan_limits
         self._synchronous = synchronous
         self._last_millis = 0
         self._writer_conn: sqlite3.Connection | None = None
