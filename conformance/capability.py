@@ -48,8 +48,27 @@ def _rev_includes(rtype: str) -> dict[str, list[str]]:
     return {"searchRevInclude": found} if found else {}
 
 
+def _security(base: str) -> dict[str, Any]:
+    """SMART on FHIR: the oauth-uris extension names the same endpoints as .well-known/smart-configuration."""
+    from smart_auth.discovery import endpoints
+
+    e = endpoints(base.rsplit("/fhir", 1)[0])
+    return {
+        "cors": True,
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}], "text": "OAuth2 using SMART-on-FHIR profile"}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": name, "valueUri": e[key]} for name, key in
+                          (("authorize", "authorize"), ("token", "token"), ("introspect", "introspect"),
+                           ("revoke", "revoke"))],
+        }],
+        "description": "SMART App Launch 2.x; see .well-known/smart-configuration",
+    }
+
+
 @lru_cache(maxsize=8)
-def _statement_bytes(base: str) -> bytes:
+def _statement_bytes(base: str, secured: bool = False) -> bytes:
     resources = []
     for rtype in sorted(resource_types()):
         resources.append({
@@ -81,6 +100,7 @@ def _statement_bytes(base: str) -> bytes:
         "patchFormat": ["application/json-patch+json", "application/fhir+json", "application/fhir+xml"],
         "rest": [{
             "mode": "server",
+            **({"security": _security(base)} if secured else {}),
             "resource": resources,
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }],
@@ -88,5 +108,5 @@ def _statement_bytes(base: str) -> bytes:
     return jsonio.dumps(statement)
 
 
-def capability_statement(base: str) -> bytes:
-    return _statement_bytes(base)
+def capability_statement(base: str, secured: bool = False) -> bytes:
+    return _statement_bytes(base, secured)

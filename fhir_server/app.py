@@ -8,6 +8,7 @@ as an OperationOutcome; an unexpected exception is logged and answered 500 witho
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -44,6 +45,17 @@ class AegisApp:
         self.store = store or open_store_from_url(settings.store_url(), synchronous=settings.sqlite_synchronous)
         self.services = Services(self.store, settings)
         self.on_startup: list[Callable[[AegisApp], Awaitable[None]]] = []
+        # the SMART authorization server; None only with the development switch AEGIS_AUTH_DISABLED
+        self.auth: Any = None
+        if settings.auth_disabled:
+            log.warning("AUTHORIZATION IS DISABLED (AEGIS_AUTH_DISABLED / --insecure-no-auth): anyone who can reach "
+                        "this server can read and change every resource; for development only")
+        else:
+            from smart_auth.server import AuthServer
+
+            self.auth = AuthServer(settings, self.store,
+                                   lambda s: self._base(s, {k.decode("latin-1").lower(): v.decode("latin-1")
+                                                            for k, v in s["headers"]}))
 
     async def startup(self) -> None:
         await self.store.open()
@@ -52,11 +64,18 @@ class AegisApp:
 
     async def shutdown(self) -> None:
         await self.store.close()
+        if self.auth is not None:
+            self.auth.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if self.auth is None:
+                await self._http(scope, receive, send)
+            else:
+                from smart_auth.gate import gate
+
+                await gate(self.auth, scope, receive, send, self._http)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -92,6 +111,8 @@ class AegisApp:
             query = parse_qsl(query_string, keep_blank_values=True)
             fmt = response_format(_last(query, "_format"), headers.get("accept"))
             body = await self._read_body(receive, headers)
+            if "aegis.auth_error" in scope:  # no valid token: answered here so the outcome's format is negotiated
+                raise scope["aegis.auth_error"]
             req = FhirRequest(
                 method=scope["method"],
                 segments=[unquote(s) for s in path[len(FHIR_PREFIX):].split("/") if s],
@@ -101,7 +122,8 @@ class AegisApp:
                 base=self._base(scope, headers),
                 query_string=query_string,
             )
-            resp = await dispatch(self.services, req)
+            grant = scope.get("aegis.grant")
+            resp = await dispatch(self.services if grant is None else replace(self.services, grant=grant), req)
             payload = render_body(resp, req, fmt)
         except FhirError as exc:
             await self._error(send, exc, fmt, scope["method"])

@@ -43,6 +43,11 @@ def serve(
     max_page_size: Annotated[Optional[int], typer.Option(help=_help("max_page_size"))] = None,
     sqlite_synchronous: Annotated[Optional[str], typer.Option(help=_help("sqlite_synchronous"))] = None,
     log_level: Annotated[Optional[str], typer.Option(help=_help("log_level"))] = None,
+    insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", help=_help("auth_disabled"))] = False,
+    access_token_lifetime: Annotated[Optional[int], typer.Option(help=_help("access_token_lifetime"))] = None,
+    refresh_token_lifetime: Annotated[Optional[int], typer.Option(help=_help("refresh_token_lifetime"))] = None,
+    signing_key_max_age_days: Annotated[Optional[int], typer.Option(help=_help("signing_key_max_age_days"))] = None,
+    cors_origins: Annotated[Optional[str], typer.Option(help=_help("cors_origins"))] = None,
 ) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir."""
     import uvicorn
@@ -51,13 +56,23 @@ def serve(
 
     settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo or None,
                          max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
-                         sqlite_synchronous=sqlite_synchronous, log_level=log_level)
+                         sqlite_synchronous=sqlite_synchronous, log_level=log_level,
+                         auth_disabled=insecure_no_auth or None, access_token_lifetime=access_token_lifetime,
+                         refresh_token_lifetime=refresh_token_lifetime,
+                         signing_key_max_age_days=signing_key_max_age_days, cors_origins=cors_origins)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     aegis = AegisApp(settings)
     if settings.demo:
         from fhir_server.demo_load import load_demo_if_empty
 
         aegis.on_startup.append(load_demo_if_empty)
+        if not settings.auth_disabled:
+            from smart_auth.demo import register_demo_access
+
+            register_demo_access(aegis, console)
+    if settings.auth_disabled:
+        console.print("[bold red]WARNING: authorization is disabled (--insecure-no-auth / AEGIS_AUTH_DISABLED): "
+                      "every resource is open to anyone who can reach this server. Development only.[/bold red]")
     console.print(f"Aegis serving FHIR R4 at [bold]http://{settings.host}:{settings.port}/fhir[/bold] "
                   f"(store: {settings.store_url()})")
     uvicorn.run(aegis, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
@@ -97,6 +112,16 @@ def load(
 
     raise typer.Exit(asyncio.run(run()))
 
+
+def _add_auth_commands() -> None:
+    from smart_auth.cli import clients_app, keys_app, users_app
+
+    app.add_typer(clients_app, name="clients")
+    app.add_typer(users_app, name="users")
+    app.add_typer(keys_app, name="keys")
+
+
+_add_auth_commands()
 
 if __name__ == "__main__":
     app()

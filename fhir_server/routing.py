@@ -27,6 +27,10 @@ def _not_allowed(method: str, allowed: str) -> MethodNotAllowed:
 
 
 async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
+    if svc.grant is not None:  # the one authorization step (batch/transaction entries come back through here)
+        from fhir_server.authz.step import authorize
+
+        svc = authorize(svc, req)
     segs, method = req.segments, req.method
     if method == "HEAD":
         method = "GET"
@@ -46,7 +50,7 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
             raise _not_allowed(method, "GET")
         from conformance.capability import capability_statement
 
-        return FhirResponse(200, capability_statement(req.base))
+        return FhirResponse(200, capability_statement(req.base, secured=not svc.settings.auth_disabled))
     if head == "_search" and n == 1:
         if method != "POST":
             raise _not_allowed(method, "POST")

@@ -33,6 +33,19 @@ class Settings(BaseSettings):
         "process crash only.",
     )
     log_level: str = Field("info", description="Log level of the server.")
+    auth_disabled: bool = Field(
+        False,
+        description="DEVELOPMENT ONLY: serve the FHIR API without authorization (no tokens needed, no SMART "
+        "endpoints); never on a network you do not trust.",
+    )
+    access_token_lifetime: int = Field(3600, description="Lifetime of access tokens, in seconds.")
+    refresh_token_lifetime: int = Field(30 * 24 * 3600, description="Lifetime of offline_access refresh tokens, "
+                                        "in seconds (online_access ones end with the access token's day).")
+    signing_key_max_age_days: int = Field(90, description="Age after which the id_token signing key is rotated "
+                                          "at start-up (the old public key stays in the JWKS).")
+    cors_origins: str = Field("", description="Extra browser origins allowed by CORS, comma-separated; the origins "
+                              "of registered redirect URIs are always allowed.")
+
 
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'aegis.db').resolve()}"

@@ -319,7 +319,7 @@ async def batch_or_transaction(
         _check_distinct(writes)
 
         async def unit(tx: WriteTx) -> dict[int, dict[str, Any]]:
-            tx_svc = Services(TxStore(tx), svc.settings)
+            tx_svc = Services(TxStore(tx), svc.settings, svc.grant)
             done: dict[int, dict[str, Any]] = {}
 
             async def process(e: Entry) -> None:

@@ -29,6 +29,8 @@ class Services:
 
     store: Store
     settings: Settings
+    # the access token's grant (fhir_server.authz.grant.Grant); None when authorization is off
+    grant: object | None = None
 
 
 def parse_resource(body: bytes, media: str) -> dict[str, Any]:

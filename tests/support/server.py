@@ -56,6 +56,9 @@ class ServerProcess:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # the behavioural suites test FHIR, not authorization: they run with the development switch; tests/smart sets
+    # ``auth=True`` and gets the secure default
+    auth: bool = False
 
     @property
     def base(self) -> str:
@@ -64,6 +67,8 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         self.log_path = self.data_dir / f"server-{self.port}.log"
         env = {**os.environ, **self.env}
+        if not self.auth:
+            env.setdefault("AEGIS_AUTH_DISABLED", "true")
         cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--log-level", "warning", *self.args]
         with open(self.log_path, "ab") as log:

@@ -1,0 +1,467 @@
+"""The authorization server's HTTP endpoints (a small Starlette app mounted by :class:`fhir_server.app.AegisApp`).
+
+``/auth/authorize`` (GET and POST) → login page → patient picker (``launch/patient`` without a patient) → consent
+page (scopes may be unticked) → redirect with a one-time code. ``/auth/token`` serves ``authorization_code`` (PKCE
+S256 required), ``refresh_token`` (rotating; a narrower scope is honoured, a wider one refused) and
+``client_credentials`` (``private_key_jwt``). Then introspection (RFC 7662), revocation (RFC 7009), the JWKS, the
+discovery documents and the EHR launcher page. :meth:`AuthServer.bearer` is the FHIR side's token check.
+
+Errors before the client and redirect URI are known, and a wrong ``aud``, are shown to the user (HTML, 400) rather
+than redirected: redirecting to an unverified URI would make the server an open redirector.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from fhir_server.authz.grant import Grant
+from fhir_server.settings import Settings
+from fhir_server.storage.base import SearchQuery, Store
+from fhir_server.search.tree import MatchAll
+from resources import jsonio
+from resources.outcome import Unauthorized
+from smart_auth import keys, pages
+from smart_auth.client_auth import authenticate
+from smart_auth.db import AuthDB, Client, now
+from smart_auth.discovery import openid_configuration, smart_configuration
+from smart_auth.errors import OAuthError
+from smart_auth.passwords import token_hash, verify_password
+from smart_auth.scopes import IDENTITY_SCOPES, parse_clinical, split
+from smart_auth.tokens import Lifetimes, active, grant_of, introspection, issue
+
+log = logging.getLogger("aegis.auth")
+
+PENDING_TTL = 600  # seconds a user has to sign in and consent
+CODE_TTL = 60
+LAUNCH_TTL = 300
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_VERIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+Scope = MutableMapping[str, Any]
+
+
+class Form:
+    """An ``application/x-www-form-urlencoded`` body (all OAuth endpoints and our pages post this)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.pairs = pairs
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        return default
+
+    def getlist(self, key: str) -> list[str]:
+        return [v for k, v in self.pairs if k == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(dict(self.pairs).items())
+
+
+async def read_form(request: Request) -> Form:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if ctype != "application/x-www-form-urlencoded" or not body:
+        return Form([])
+    try:
+        return Form(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return Form([])
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _oauth_error(exc: OAuthError) -> JSONResponse:
+    return _json(exc.body(), exc.status, exc.headers)
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
+
+
+def allowed_scopes(client: Client, requested: list[str]) -> list[str]:
+    """The requested scopes this client may have: identity scopes, and clinical scopes within its registration."""
+    registered = [s for s in (parse_clinical(t) for t in split(client.scope)) if s is not None]
+    out: list[str] = []
+    for token in requested:
+        if token in IDENTITY_SCOPES or token in split(client.scope):
+            out.append(token)
+            continue
+        s = parse_clinical(token)
+        if s is not None and any(r.context == s.context and r.rtype in ("*", s.rtype) and not r.query
+                                 and set(s.actions) <= set(r.actions) for r in registered):
+            out.append(token)
+    return out
+
+
+class AuthServer:
+    def __init__(self, settings: Settings, store: Store, base_of: Callable[[Scope], str]) -> None:
+        self.settings = settings
+        self.store = store
+        self.base_of = base_of
+        self.db = AuthDB(settings.data_dir / "auth.db")
+        keys.ensure_current(self.db, settings.signing_key_max_age_days)
+        self.lifetimes = Lifetimes(settings.access_token_lifetime, settings.refresh_token_lifetime)
+        self._origins: tuple[float, frozenset[str]] | None = None
+        routes = [
+            Route("/.well-known/smart-configuration", self.smart_config, methods=["GET"]),
+            Route("/fhir/.well-known/smart-configuration", self.smart_config, methods=["GET"]),
+            Route("/.well-known/openid-configuration", self.openid_config, methods=["GET"]),
+            Route("/fhir/.well-known/openid-configuration", self.openid_config, methods=["GET"]),
+            Route("/auth/jwks", self.jwks, methods=["GET"]),
+            Route("/auth/smart-style.json", self.style, methods=["GET"]),
+            Route("/auth/authorize", self.authorize, methods=["GET", "POST"]),
+            Route("/auth/login", self.login, methods=["POST"]),
+            Route("/auth/patient", self.pick_patient, methods=["POST"]),
+            Route("/auth/consent", self.consent, methods=["POST"]),
+            Route("/auth/token", self.token, methods=["POST"]),
+            Route("/auth/introspect", self.introspect, methods=["POST"]),
+            Route("/auth/revoke", self.revoke, methods=["POST"]),
+            Route("/auth/launcher", self.launcher, methods=["GET", "POST"]),
+        ]
+        self.app = Starlette(routes=routes)
+
+    @staticmethod
+    def owns(path: str) -> bool:
+        return path.startswith("/auth/") or path.startswith("/.well-known/") or path.startswith("/fhir/.well-known/")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- URLs -------------------------------------------------------------------------------------------------
+
+    def base(self, request: Request) -> str:
+        return self.base_of(request.scope)
+
+    def root(self, request: Request) -> str:
+        return self.base(request).rsplit("/fhir", 1)[0]
+
+    # ---- the FHIR side ----------------------------------------------------------------------------------------
+
+    def bearer(self, authorization: str | None, realm: str) -> Grant:
+        """The grant of the request's access token; 401 with ``WWW-Authenticate`` when there is none."""
+        if not authorization:
+            raise Unauthorized("an access token is required (Authorization: Bearer …); see "
+                               "/.well-known/smart-configuration", message_id="AEGIS-500",
+                               headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+        scheme, _, token = authorization.partition(" ")
+        row = active(self.db, token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if row is None:
+            raise Unauthorized("the access token is invalid, expired or revoked", message_id="AEGIS-501",
+                               headers={"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token", '
+                                                            'error_description="invalid, expired or revoked"'})
+        return grant_of(row)
+
+    def origin_allowed(self, origin: str) -> bool:
+        import time
+
+        if self._origins is None or self._origins[0] < time.monotonic():
+            found = {o.strip().rstrip("/") for o in self.settings.cors_origins.split(",") if o.strip()}
+            for client in self.db.clients():
+                for uri in client.redirect_uris + ([client.launch_url] if client.launch_url else []):
+                    parts = urlsplit(uri)
+                    if parts.scheme and parts.netloc:
+                        found.add(f"{parts.scheme}://{parts.netloc}")
+            self._origins = (time.monotonic() + 5, frozenset(found))
+        return origin.rstrip("/") in self._origins[1]
+
+    # ---- discovery ----------------------------------------------------------------------------------------------
+
+    async def smart_config(self, request: Request) -> Response:
+        return JSONResponse(smart_configuration(self.base(request), self.root(request)))
+
+    async def openid_config(self, request: Request) -> Response:
+        return JSONResponse(openid_configuration(self.base(request), self.root(request)))
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse(keys.public_jwks(self.db), headers={"Cache-Control": "max-age=300"})
+
+    async def style(self, request: Request) -> Response:
+        return JSONResponse({"color_background": "#f6f7f9", "color_highlight": "#1f5fa8", "color_text": "#222222",
+                             "font_family_base": "system-ui, sans-serif", "dim_border_radius": "4px",
+                             "dim_font_size": "16px", "dim_spacing_size": "16px"})
+
+    # ---- authorization ------------------------------------------------------------------------------------------
+
+    async def _params(self, request: Request) -> dict[str, str]:
+        params = dict(request.query_params)
+        if request.method == "POST":
+            params.update({k: str(v) for k, v in (await read_form(request)).items()})
+        return params
+
+    async def authorize(self, request: Request) -> Response:
+        p = await self._params(request)
+        client = self.db.client(p.get("client_id", ""))
+        if client is None:
+            return HTMLResponse(pages.error_page("unknown client_id"), 400)
+        redirect_uri = p.get("redirect_uri") or (client.redirect_uris[0] if len(client.redirect_uris) == 1 else "")
+        if redirect_uri not in client.redirect_uris:
+            return HTMLResponse(pages.error_page("redirect_uri is not registered for this client"), 400)
+        if p.get("aud", "").rstrip("/") != self.base(request):
+            return HTMLResponse(pages.error_page(f"aud must be this server's FHIR base URL {self.base(request)}"), 400)
+        state = p.get("state", "")
+
+        def fail(error: str, description: str) -> Response:
+            params = {"error": error, "error_description": description}
+            if state:
+                params["state"] = state
+            return RedirectResponse(_with_query(redirect_uri, params), 302)
+
+        if p.get("response_type") != "code":
+            return fail("unsupported_response_type", "response_type must be code")
+        if client.kind == "asymmetric" and not client.redirect_uris:
+            return fail("unauthorized_client", "this client is for backend services only")
+        challenge, method = p.get("code_challenge", ""), p.get("code_challenge_method", "")
+        if not challenge or method != "S256":
+            return fail("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
+        requested = split(p.get("scope"))
+        scopes = allowed_scopes(client, requested)
+        if not any(parse_clinical(s) for s in scopes) and "openid" not in scopes:
+            return fail("invalid_scope", "no requested scope can be granted to this client")
+        context: dict[str, Any] = {}
+        if p.get("launch"):
+            launch = self.db.item("launches", p["launch"])
+            if launch is None or launch.get("client_id") != client.client_id:
+                return fail("invalid_request", "launch is unknown, expired or for another client")
+            context = launch
+        pending = secrets.token_urlsafe(24)
+        data = {"client_id": client.client_id, "redirect_uri": redirect_uri, "scope": scopes, "state": state,
+                "code_challenge": challenge, "nonce": p.get("nonce"), "patient": context.get("patient"),
+                "encounter": context.get("encounter"), "username": context.get("username"),
+                "fhir_user": context.get("fhir_user"), "ehr": bool(context)}
+        self.db.put_item("pending", pending, data, PENDING_TTL)
+        return await self._next(pending, data, client)
+
+    async def _next(self, pending: str, data: dict[str, Any], client: Client) -> Response:
+        if not data.get("username"):
+            return HTMLResponse(pages.login_page(pending, client))
+        if "launch/patient" in data["scope"] and not data.get("patient"):
+            user = data.get("fhir_user") or ""
+            if user.startswith("Patient/"):
+                data["patient"] = user.split("/", 1)[1]
+                self.db.put_item("pending", pending, data, PENDING_TTL)
+            else:
+                return HTMLResponse(pages.patient_page(pending, await self._patients()))
+        return HTMLResponse(pages.consent_page(pending, client, data["scope"], data.get("patient")))
+
+    async def _patients(self) -> list[tuple[str, str]]:
+        page = await self.store.search(SearchQuery("Patient", MatchAll(), count=50))
+        out = []
+        for v in page.versions:
+            resource = jsonio.loads(v.body)
+            name = (resource.get("name") or [{}])[0]
+            label = " ".join([*name.get("given", []), name.get("family", "")]).strip() or v.rid
+            out.append((v.rid, label))
+        return out
+
+    async def _pending(self, request: Request) -> tuple[str, dict[str, Any], Client, dict[str, Any]] | Response:
+        form = dict((await read_form(request)).items())
+        pending = str(form.get("pending", ""))
+        data = self.db.item("pending", pending)
+        client = self.db.client(data["client_id"]) if data else None
+        if data is None or client is None:
+            return HTMLResponse(pages.error_page("this sign-in has expired; start again from the app"), 400)
+        return pending, data, client, form
+
+    async def login(self, request: Request) -> Response:
+        got = await self._pending(request)
+        if isinstance(got, Response):
+            return got
+        pending, data, client, form = got
+        user = self.db.user(str(form.get("username", "")))
+        if user is None or not verify_password(str(form.get("password", "")), user.password_hash):
+            return HTMLResponse(pages.login_page(pending, client, "wrong user name or password"), 401)
+        data["username"], data["fhir_user"] = user.username, user.fhir_user
+        self.db.put_item("pending", pending, data, PENDING_TTL)
+        return await self._next(pending, data, client)
+
+    async def pick_patient(self, request: Request) -> Response:
+        got = await self._pending(request)
+        if isinstance(got, Response):
+            return got
+        pending, data, client, form = got
+        if not data.get("username"):
+            return HTMLResponse(pages.login_page(pending, client))
+        pid = str(form.get("patient_id") or form.get("patient") or "").strip()
+        found = await self.store.read("Patient", pid) if pid else None
+        if found is None or found.deleted:
+            return HTMLResponse(pages.patient_page(pending, await self._patients()), 400)
+        data["patient"] = pid
+        self.db.put_item("pending", pending, data, PENDING_TTL)
+        return await self._next(pending, data, client)
+
+    async def consent(self, request: Request) -> Response:
+        got = await self._pending(request)
+        if isinstance(got, Response):
+            return got
+        pending, data, client, _ = got
+        if not data.get("username"):
+            return HTMLResponse(pages.login_page(pending, client))
+        form = await read_form(request)
+        self.db.drop_item("pending", pending)
+        params: dict[str, str] = {}
+        if form.get("decision") != "allow":
+            params = {"error": "access_denied", "error_description": "the user denied access"}
+        else:
+            chosen = [s for s in data["scope"] if s in form.getlist("scope")]
+            code = secrets.token_urlsafe(32)
+            self.db.put_code(token_hash(code), {**data, "scope": chosen}, CODE_TTL)
+            params = {"code": code}
+        if data.get("state"):
+            params["state"] = data["state"]
+        return RedirectResponse(_with_query(data["redirect_uri"], params), 303)
+
+    # ---- token --------------------------------------------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        try:
+            form = {k: str(v) for k, v in (await read_form(request)).items()}
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            token_url = f"{self.root(request)}/auth/token"
+            grant_type = form.get("grant_type", "")
+            if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
+                raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+            client = await authenticate(self.db, form, headers, token_url)
+            if grant_type == "authorization_code":
+                return _json(self._code_grant(client, form, self.base(request)))
+            if grant_type == "refresh_token":
+                return _json(self._refresh_grant(client, form, self.base(request)))
+            return _json(self._client_credentials(client, form, self.base(request)))
+        except OAuthError as exc:
+            return _oauth_error(exc)
+
+    def _code_grant(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
+        data, replayed = self.db.take_code(token_hash(form.get("code", "")))
+        if data is None:
+            raise OAuthError("invalid_grant", "the code is unknown or expired")
+        if replayed:
+            # RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for
+            if data.get("family"):
+                self.db.revoke_family(data["family"])
+            raise OAuthError("invalid_grant", "the code was already used")
+        if data["client_id"] != client.client_id:
+            raise OAuthError("invalid_grant", "the code was issued to another client")
+        if form.get("redirect_uri") != data["redirect_uri"]:
+            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request's")
+        verifier = form.get("code_verifier", "")
+        if not verifier:
+            raise OAuthError("invalid_grant", "code_verifier is required (PKCE)")
+        if not 43 <= len(verifier) <= 128 or not set(verifier) <= _VERIFIER_CHARS or \
+                not hmac.compare_digest(create_s256_code_challenge(verifier), data["code_challenge"]):
+            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (S256)")
+        family = secrets.token_hex(16)
+        self._remember_family(form.get("code", ""), data, family)
+        context = {k: data.get(k) for k in ("patient", "encounter", "username", "fhir_user") if data.get(k)}
+        scope = " ".join(data["scope"])
+        return issue(self.db, client_id=client.client_id, scope=scope, context=context, family=family,
+                     lifetimes=self.lifetimes, issuer=issuer, nonce=data.get("nonce"))
+
+    def _remember_family(self, code: str, data: dict[str, Any], family: str) -> None:
+        # so that a replay of this (now used) code can revoke the tokens it produced
+        with self.db._tx() as db:  # noqa: SLF001 - one statement on our own table
+            db.execute("UPDATE codes SET data = ? WHERE code_hash = ?",
+                       (jsonio.dumps({**data, "family": family}).decode(), token_hash(code)))
+
+    def _refresh_grant(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
+        row = active(self.db, form.get("refresh_token", ""), "refresh")
+        if row is None or row.client_id != client.client_id:
+            raise OAuthError("invalid_grant", "the refresh token is unknown, expired, revoked or another client's")
+        granted = split(row.data.get("scope"))
+        scope = granted
+        if form.get("scope"):
+            scope = split(form["scope"])
+            if not set(scope) <= set(granted):
+                raise OAuthError("invalid_scope", "a refresh may narrow the granted scope, never widen it")
+        self.db.revoke_token(token_hash(form.get("refresh_token", "")))  # rotation: the old one is spent
+        context = {k: v for k, v in row.data.items() if k != "scope"}
+        return issue(self.db, client_id=client.client_id, scope=" ".join(scope), context=context, family=row.family,
+                     lifetimes=self.lifetimes, issuer=issuer)
+
+    def _client_credentials(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
+        if client.kind == "public":
+            raise OAuthError("unauthorized_client", "public clients cannot use client_credentials", status=400)
+        requested = split(form.get("scope"))
+        bad = [s for s in requested if (parse_clinical(s) is None or parse_clinical(s).context != "system")]  # type: ignore[union-attr]
+        if not requested or bad:
+            raise OAuthError("invalid_scope", "client_credentials takes system/ scopes only"
+                             + (f" (not {' '.join(bad)})" if bad else ""))
+        scopes = allowed_scopes(client, requested)
+        if scopes != requested:
+            raise OAuthError("invalid_scope", "scopes beyond the client's registration: "
+                             + " ".join(s for s in requested if s not in scopes))
+        return issue(self.db, client_id=client.client_id, scope=" ".join(scopes), context={}, family=None,
+                     lifetimes=Lifetimes(self.lifetimes.access, 0, 0), issuer=issuer)
+
+    # ---- introspection and revocation ------------------------------------------------------------------------------
+
+    async def introspect(self, request: Request) -> Response:
+        form = {k: str(v) for k, v in (await read_form(request)).items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        auth = headers.get("authorization", "")
+        try:
+            if auth.lower().startswith("bearer "):
+                if active(self.db, auth[7:].strip()) is None:
+                    raise OAuthError("invalid_client", "the bearer token is not active", status=401,
+                                     headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            else:
+                await authenticate(self.db, form, headers, f"{self.root(request)}/auth/token", allow_public=False)
+        except OAuthError as exc:
+            return _oauth_error(exc)
+        token = form.get("token", "")
+        row = active(self.db, token, "access") or active(self.db, token, "refresh")
+        return _json(introspection(row, self.base(request)))
+
+    async def revoke(self, request: Request) -> Response:
+        form = {k: str(v) for k, v in (await read_form(request)).items()}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            client = await authenticate(self.db, form, headers, f"{self.root(request)}/auth/token")
+        except OAuthError as exc:
+            return _oauth_error(exc)
+        if "token" not in form:
+            return _oauth_error(OAuthError("invalid_request", "token is required"))
+        row = self.db.token(token_hash(form["token"]))
+        if row is not None and row.client_id == client.client_id:
+            if row.kind == "refresh":
+                self.db.revoke_family(row.family)  # RFC 7009 §2.1: revoking a refresh token ends its grant
+            else:
+                self.db.revoke_token(token_hash(form["token"]))
+        return Response(status_code=200, headers=NO_STORE)
+
+    # ---- EHR launcher ------------------------------------------------------------------------------------------------
+
+    async def launcher(self, request: Request) -> Response:
+        clients = self.db.clients()
+        if request.method == "GET":
+            return HTMLResponse(pages.launcher_page(clients))
+        form = {k: str(v) for k, v in (await read_form(request)).items()}
+        user = self.db.user(form.get("username", ""))
+        if user is None or not verify_password(form.get("password", ""), user.password_hash):
+            return HTMLResponse(pages.launcher_page(clients, "wrong user name or password"), 401)
+        client = self.db.client(form.get("client_id", ""))
+        if client is None or not client.launch_url:
+            return HTMLResponse(pages.launcher_page(clients, "choose a registered app with a launch URL"), 400)
+        pid = form.get("patient", "").strip()
+        found = await self.store.read("Patient", pid) if pid else None
+        if found is None or found.deleted:
+            return HTMLResponse(pages.launcher_page(clients, f"there is no Patient/{pid}"), 400)
+        launch = secrets.token_urlsafe(24)
+        self.db.put_item("launches", launch, {"client_id": client.client_id, "patient": pid,
+                                              "encounter": form.get("encounter", "").strip() or None,
+                                              "username": user.username, "fhir_user": user.fhir_user,
+                                              "created": now()}, LAUNCH_TTL)
+        return RedirectResponse(_with_query(client.launch_url, {"iss": self.base(request), "launch": launch}), 303)
