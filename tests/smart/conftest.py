@@ -2,7 +2,8 @@
 
 Seed (ids fixed by PUT): patients ``pa``, ``pb``, ``pc``; shared ``Practitioner/dr1`` and ``Organization/org1``;
 observations ``oa-lab``, ``oa-vital`` (pa), ``ob-lab`` (pb), ``oc-vital`` (pc); ``Encounter/ea`` (pa);
-``Condition/ca`` (pa), ``cb`` (pb); ``Group/g1`` (pa and pb: a type outside the Patient compartment).
+``Condition/ca`` (pa), ``cb`` (pb); ``Group/g1`` (members pa and pb); ``Bundle/bun1`` (a type outside the
+Patient compartment that is not shared reference data).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def seed_resources() -> list[dict[str, Any]]:
         {"resourceType": "Condition", "id": "cb", "subject": {"reference": "Patient/pb"}, "code": {"text": "b"}},
         {"resourceType": "Group", "id": "g1", "type": "person", "actual": True,
          "member": [{"entity": {"reference": "Patient/pa"}}, {"entity": {"reference": "Patient/pb"}}]},
+        {"resourceType": "Bundle", "id": "bun1", "type": "collection"},
     ]
 
 

@@ -105,6 +105,13 @@ def standalone(ep: Endpoints, client_id: str, scope: str, username: str, passwor
     return app, dict(token)
 
 
+def standalone_token(ep: Endpoints, client_id: str, scope: str, username: str, password: str, *,
+                     patient: str | None = None, keep: list[str] | None = None) -> dict[str, Any]:
+    app, token = standalone(ep, client_id, scope, username, password, patient=patient, keep=keep)
+    app.close()
+    return token
+
+
 def code_of(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
