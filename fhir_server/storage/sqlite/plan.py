@@ -6,10 +6,11 @@ search runs, each top-level condition that can drive it is *counted* through its
 a few dozen microseconds each (:class:`PlanLimits`) — and
 
 - the condition with the fewest rows drives (its matches are looked up by key; the others are probed per row);
-- when every condition is broad (each has at least ``cap`` rows) and the results are in key order, walking the
-  type's rows in key order and probing each finds a page after a bounded number of rows whatever the data size, so
-  the store first tries that over a few growing *windows* of keys, and only if they do not fill
-  the page does the cheapest condition drive the rest.
+- when every condition is broad (each has at least ``cap`` rows), each is cheap to probe (one index lookup per
+  row: parameter values, ids, types — not chains or ``_has``, whose probes fan out through references) and the
+  results are in key order, walking the type's rows in key order and probing each finds a page after a bounded
+  number of rows whatever the data size, so the store first tries that over a few growing *windows* of keys, and
+  only if they do not fill the page does the cheapest condition drive the rest.
 
 The counts only choose a plan; every plan returns the same rows (the oracle test runs both kinds).
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.search.tree import And, Chain, Has, IdIn, Node, Or, Row, TextSearch
+from fhir_server.search.tree import And, Chain, Has, IdIn, MatchAll, MatchNone, Missing, Node, Not, Or, Row, TextSearch, TypeIn
 
 
 
@@ -94,7 +95,17 @@ def choose(conn: sqlite3.Connection, tree: Node, estimate_sql: EstimateSql,
     ordered = [best, *rest]
     by_id = {id(item): rows for rows, _, item in counted}
     estimates = tuple(by_id.get(id(item)) for item in ordered)
-    return Plan(_join(ordered), True, best_rows >= limits.cap, estimates)
+    broad = best_rows >= limits.cap and all(_cheap_probe(item) for item in ordered)
+    return Plan(_join(ordered), True, broad, estimates)
+
+
+def _cheap_probe(node: Node) -> bool:
+    """Whether checking the condition for one row costs a bounded number of index lookups."""
+    if isinstance(node, (And, Or)):
+        return all(_cheap_probe(n) for n in node.items)
+    if isinstance(node, Not):
+        return _cheap_probe(node.item)
+    return isinstance(node, (Row, Missing, IdIn, TypeIn, MatchAll, MatchNone))
 
 
 def _estimate(conn: sqlite3.Connection, node: Node, estimate_sql: EstimateSql, cap: int) -> int | None:

@@ -192,9 +192,14 @@ class SqlRenderer:
         else:
             target = f"{r}.target_type = ?"
             args.append(rtype)
-        inner = self.where(node.inner, s, node.source_type, args, probe=probe_of is not None)
-        join = (f"FROM idx_reference {r} JOIN resource_current {s}"
-                f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target} AND {inner}")
+        if _needs_row(node.inner):
+            inner = self.where(node.inner, s, node.source_type, args, probe=probe_of is not None)
+            join = (f"FROM idx_reference {r} JOIN resource_current {s}"
+                    f" ON {s}.rkey = {r}.rkey AND {s}.deleted = 0 WHERE {pid_sql} AND {target} AND {inner}")
+        else:
+            # index rows belong to current, non-deleted resources only, so the source row itself is not needed
+            inner = self.where(node.inner, r, node.source_type, args, probe=probe_of is not None)
+            join = f"FROM idx_reference {r} WHERE {pid_sql} AND {target} AND {inner}"
         if probe_of is not None:
             return f"SELECT 1 {join} AND {r}.target_id = {probe_of}.rid"
         return f"SELECT {r}.target_id {join}"
@@ -248,6 +253,15 @@ class SqlRenderer:
         agg = "MAX" if descending else "MIN"
         return (f"COALESCE((SELECT {agg}(s.{column}) FROM idx_{family} s WHERE s.rkey = {alias}.rkey"
                 f" AND {pid_sql}), {sentinel})")
+
+
+def _needs_row(node: Node) -> bool:
+    """Whether the condition reads the resource row (its id, type or deletion) rather than only its key."""
+    if isinstance(node, (And, Or)):
+        return any(_needs_row(n) for n in node.items)
+    if isinstance(node, Not):
+        return _needs_row(node.item)
+    return isinstance(node, (IdIn, TypeIn, Has))
 
 
 def _column(family: str, field: str) -> str:
