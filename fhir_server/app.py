@@ -42,7 +42,9 @@ class BodyTooLarge(Exception):
 class AegisApp:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store or open_store_from_url(settings.store_url(), synchronous=settings.sqlite_synchronous)
+        self.store = store or open_store_from_url(
+            settings.store_url(), synchronous=settings.sqlite_synchronous, search=settings.search,
+            search_index_prefix=settings.search_index_prefix, search_fallback=settings.search_fallback)
         self.services = Services(self.store, settings)
         self.on_startup: list[Callable[[AegisApp], Awaitable[None]]] = []
         # the SMART authorization server; None only with the development switch AEGIS_AUTH_DISABLED

@@ -36,6 +36,9 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help=_help("port"))] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help=_help("data_dir"))] = None,
     store: Annotated[Optional[str], typer.Option(help=_help("store"))] = None,
+    search: Annotated[Optional[str], typer.Option(help=_help("search"))] = None,
+    search_index_prefix: Annotated[Optional[str], typer.Option(help=_help("search_index_prefix"))] = None,
+    search_fallback: Annotated[Optional[bool], typer.Option(help=_help("search_fallback"))] = None,
     base_url: Annotated[Optional[str], typer.Option(help=_help("base_url"))] = None,
     demo: Annotated[bool, typer.Option("--demo", help=_help("demo"))] = False,
     max_body_bytes: Annotated[Optional[int], typer.Option(help=_help("max_body_bytes"))] = None,
@@ -55,6 +58,7 @@ def serve(
     from fhir_server.app import AegisApp
 
     settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo or None,
+                         search=search, search_index_prefix=search_index_prefix, search_fallback=search_fallback,
                          max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
                          sqlite_synchronous=sqlite_synchronous, log_level=log_level,
                          auth_disabled=insecure_no_auth or None, access_token_lifetime=access_token_lifetime,

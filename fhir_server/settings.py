@@ -19,6 +19,19 @@ class Settings(BaseSettings):
         "",
         description="Storage URL; empty means the embedded SQLite store at sqlite:///DATA_DIR/aegis.db.",
     )
+    search: str = Field(
+        "",
+        description="Elasticsearch URL (http://HOST:9200) that answers searches, fed from the store's outbox; "
+        "empty means the store answers searches itself.",
+    )
+    search_index_prefix: str = Field(
+        "aegis", description="Prefix of the Elasticsearch index names (PREFIX_TYPE): lower-case letters, digits, '-'."
+    )
+    search_fallback: bool = Field(
+        True,
+        description="While Elasticsearch cannot answer, the store answers searches (true) or they fail with 503 "
+        "(false).",
+    )
     base_url: str = Field(
         "",
         description="Public FHIR base URL used in links and Location headers; empty derives it from each request.",

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import MONGODB_URL_ENV, ServerProcess, store_args
+from tests.support.server import ELASTICSEARCH_URL_ENV, MONGODB_URL_ENV, ServerProcess, store_args
 
 BACKENDS = ["sqlite"]
 CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9"}}
@@ -23,6 +23,11 @@ if os.environ.get(MONGODB_URL_ENV):
     # ServerProcess without the backend's arguments, so it would test sqlite again.
     BACKENDS.append("mongodb")
     CAPABILITIES["mongodb"] = {"transactions"}
+    if os.environ.get(ELASTICSEARCH_URL_ENV):
+        # the MongoDB store with Elasticsearch answering searches (fed from the outbox); fresh indices per server
+        # and store, and no fallback to the store, so every search of the suite is answered by Elasticsearch
+        BACKENDS.append("mongodb+elasticsearch")
+        CAPABILITIES["mongodb+elasticsearch"] = {"transactions"}
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

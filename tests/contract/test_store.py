@@ -13,12 +13,12 @@ from fhir_server.search.criteria import criteria_tree, parse_criteria
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import HistoryQuery, Store, Version, WriteTx
 from resources import jsonio
-from tests.support.server import fresh_mongodb_url
+from tests.support.server import fresh_mongodb_url, search_options
 
 def _url(backend: str, tmp_path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    if backend == "mongodb":
+    if backend in ("mongodb", "mongodb+elasticsearch"):
         return fresh_mongodb_url("contract")
     raise AssertionError(backend)
 
@@ -26,7 +26,7 @@ def _url(backend: str, tmp_path: Path) -> str:
 @pytest.fixture()
 def store(backend: str, tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Store]]:
     async def make() -> Store:
-        s = open_store_from_url(_url(backend, tmp_path))
+        s = open_store_from_url(_url(backend, tmp_path), **search_options(backend))
         await s.open()
         return s
 

@@ -29,7 +29,7 @@ from fhir_server.search.rewrite import prepare
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import SearchQuery, SortKey, Store, WriteTx
 from resources import jsonio
-from tests.support.server import fresh_mongodb_url
+from tests.support.server import fresh_mongodb_url, search_options
 
 FAMILIES = ["Smith", "Smyth", "Müller", "Muller", "O'Neil", "van Dijk", "Ng"]
 GIVENS = ["Anna", "Ánna", "Bob", "Chloé", "Zoë"]
@@ -193,7 +193,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def _store_url(backend: str, path: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{path / 'oracle.db'}"
-    if backend == "mongodb":
+    if backend in ("mongodb", "mongodb+elasticsearch"):
         return fresh_mongodb_url("oracle")
     raise AssertionError(backend)
 
@@ -252,7 +252,7 @@ def test_store_agrees_with_oracle(backend: str, loop: asyncio.AbstractEventLoop,
                                   observation_qs: list[list[tuple[str, str]]]) -> None:
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            store = open_store_from_url(_store_url(backend, Path(tmp)))
+            store = open_store_from_url(_store_url(backend, Path(tmp)), **search_options(backend))
             await store.open()
             try:
                 stored = await _load(store, data)

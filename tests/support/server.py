@@ -10,11 +10,13 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import httpx
 
 MONGODB_URL_ENV = "AEGIS_TEST_MONGODB_URL"
+ELASTICSEARCH_URL_ENV = "AEGIS_TEST_ELASTICSEARCH_URL"
 
 
 def fresh_mongodb_url(purpose: str = "test") -> str:
@@ -33,12 +35,29 @@ def fresh_mongodb_url(purpose: str = "test") -> str:
     return url
 
 
+def fresh_search_prefix(purpose: str = "test") -> str:
+    """An Elasticsearch index prefix of its own (a fresh name each call), so servers and stores never share data."""
+    return f"aegis-{purpose}-{uuid.uuid4().hex[:12]}"
+
+
+def search_options(backend: str) -> dict[str, Any]:
+    """The ``open_store_from_url`` options of ``backend``'s search engine: for ``mongodb+elasticsearch``, fresh
+    indices dropped on close, and no fallback to the store (a search Elasticsearch cannot answer fails the test)."""
+    if not backend.endswith("+elasticsearch"):
+        return {}
+    return {"search": os.environ[ELASTICSEARCH_URL_ENV], "search_index_prefix": fresh_search_prefix(),
+            "search_fallback": False, "ephemeral": True}
+
+
 def store_args(backend: str) -> list[str]:
     """The ``aegis serve`` arguments that select ``backend`` (sqlite is the default: none)."""
     if backend == "sqlite":
         return []
     if backend == "mongodb":
         return ["--store", fresh_mongodb_url("server")]
+    if backend == "mongodb+elasticsearch":
+        return ["--store", fresh_mongodb_url("server"), "--search", os.environ[ELASTICSEARCH_URL_ENV],
+                "--search-index-prefix", fresh_search_prefix("server"), "--no-search-fallback"]
     raise ValueError(f"unknown backend {backend!r}")
 
 

@@ -1,0 +1,196 @@
+"""The indexer: an outbox consumer that keeps the Elasticsearch indices equal to the primary store's current state.
+
+Loop: read a batch of outbox events after this consumer's acknowledged position, index the *current* state of each
+resource they name, then acknowledge the batch. Indexing the current state (not the event's version) makes the
+order of events irrelevant and reprocessing harmless: documents carry the version id as an external version
+(``external_gte``), so Elasticsearch keeps the newest whatever arrives last. Acknowledging only after the bulk
+request succeeded makes delivery at-least-once: a crash or an unreachable Elasticsearch leaves the events in the
+outbox, and the loop picks them up again (with backoff) until they are indexed — the backlog drains by itself.
+
+The current state comes from the primary store's public API: a search by ``_id`` per type (versions with the
+store's keys, which ``_include`` needs), and a read for the resources that search does not return (deleted ones).
+A store may expose an event a moment before the version it names is readable (MongoDB: the commit record is the
+outbox entry and precedes the roll-forward), so an event whose version is not readable yet is retried shortly.
+
+Documents are built from the stored bytes with the same extraction the stores use (:mod:`.documents`), a few at a
+time between awaits so the event loop keeps serving requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fhir_server.search.tree import IdIn
+from fhir_server.storage.base import OutboxEvent, SearchQuery, Store, Version
+from fhir_server.storage.elastic.client import EsClient, is_unavailable
+from fhir_server.storage.elastic.documents import document
+from fhir_server.storage.elastic.mapping import index_name
+from fhir_server.storage.elastic.visibility import Visibility
+
+log = logging.getLogger(__name__)
+
+_IDS_PER_LOOKUP = 32  # the store's point-lookup batch (MongoDB: parallel _id lookups up to 32)
+_NOT_YET_RETRIES = 200  # × 10 ms: how long an event may precede its version before the batch is retried
+
+
+class RetryBatch(Exception):
+    """The batch could not be indexed now (Elasticsearch unavailable or overloaded, version not readable yet)."""
+
+
+class Indexer:
+    def __init__(self, store: Store, es: EsClient, prefix: str, visibility: Visibility, *,
+                 prepare: Callable[[], Awaitable[None]], batch: int = 500, idle_poll: float = 1.0) -> None:
+        self.store = store
+        self.es = es
+        self.prefix = prefix
+        self.visibility = visibility
+        self.consumer = f"elasticsearch:{prefix}"
+        self.batch = batch
+        self.idle_poll = idle_poll
+        self.healthy = True  # False while Elasticsearch is unreachable (searches fall back)
+        self.prepare = prepare  # installs the index template: before the first document and after an outage
+        self.prepared = False
+        self.dirty: set[str] = set()  # indices written since their last refresh
+        self.indexed_total = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="aegis-es-indexer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def wake(self) -> None:
+        """A write committed in this process: read the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                if not self.healthy or not self.prepared:
+                    await self.prepare()  # also the probe: raises while Elasticsearch is away
+                    if not self.healthy:
+                        log.warning("Elasticsearch is reachable again; indexing the backlog")
+                    self.prepared = self.healthy = True
+                self._wake.clear()
+                events = await self.store.outbox_read(self.consumer, self.batch)
+                if events:
+                    await self._index(events)
+                    await self.store.outbox_ack(self.consumer, events[-1].seq)
+                elif not self.visibility.ready:
+                    await self.refresh()  # what was indexed before this process started is searchable now
+                    self.visibility.mark_ready()
+                backoff = 0.1
+                if not events or len(events) < self.batch:
+                    await self._idle()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything and retry
+                if is_unavailable(exc) or isinstance(exc, RetryBatch):
+                    if self.healthy and not isinstance(exc, RetryBatch):
+                        log.warning("Elasticsearch unavailable (%s): searches fall back to the store; the outbox "
+                                    "keeps every write until it returns", exc)
+                    self.healthy = self.healthy and isinstance(exc, RetryBatch)
+                else:
+                    log.exception("indexing failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _idle(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+        except asyncio.TimeoutError:
+            pass
+
+    # ---- one batch -------------------------------------------------------------------------------------------------
+
+    async def _index(self, events: list[OutboxEvent]) -> None:
+        wanted: dict[tuple[str, str], int] = {}
+        for e in events:
+            key = (e.rtype, e.rid)
+            wanted[key] = max(wanted.get(key, 0), e.vid)
+        current = await self._current(wanted)
+        ops: list[dict[str, Any]] = []
+        targets: list[tuple[str, str, int]] = []
+        for n, ((rtype, rid), (version, key)) in enumerate(current.items()):
+            if n % 16 == 15:
+                await asyncio.sleep(0)  # extraction is CPU work: let requests through between documents
+            ops.append({"index": {"_index": index_name(self.prefix, rtype), "_id": rid, "version": version.vid,
+                                  "version_type": "external_gte"}})
+            ops.append(document(version, key))
+            targets.append((rtype, rid, version.vid))
+        if ops:
+            response = await self.es.call("bulk", operations=ops, refresh=False)
+            for (rtype, rid, vid), item in zip(targets, response["items"]):
+                result = item["index"]
+                status = result.get("status", 500)
+                if status == 429 or status >= 500:
+                    raise RetryBatch(f"{rtype}/{rid}: {result.get('error')}")
+                if status >= 400 and status != 409:  # 409: a newer version is indexed already
+                    log.error("Elasticsearch refused %s/%s/_history/%s: %s", rtype, rid, vid, result.get("error"))
+                self.dirty.add(index_name(self.prefix, rtype))
+        for rtype, rid, vid in targets:
+            self.visibility.indexed_version(rtype, rid, vid)
+        self.visibility.batch_done()
+        self.indexed_total += len(targets)
+
+    async def _current(self, wanted: dict[tuple[str, str], int]) -> dict[tuple[str, str], tuple[Version, int]]:
+        """The current version (with its store key; 0 for a deletion) of every resource, at least as new as the
+        events name; retried briefly for versions the store has not made readable yet."""
+        out: dict[tuple[str, str], tuple[Version, int]] = {}
+        pending = dict(wanted)
+        for _ in range(_NOT_YET_RETRIES):
+            by_type: dict[str, list[str]] = {}
+            for rtype, rid in pending:
+                by_type.setdefault(rtype, []).append(rid)
+            for rtype, rids in by_type.items():
+                for i in range(0, len(rids), _IDS_PER_LOOKUP):
+                    chunk = rids[i:i + _IDS_PER_LOOKUP]
+                    page = await self.store.search(SearchQuery(rtype, IdIn(tuple(chunk)), count=len(chunk)))
+                    for version, key in zip(page.versions, page.keys):
+                        if version.vid >= pending[(rtype, rid := version.rid)]:
+                            out[(rtype, rid)] = (version, key)
+                    missing = [r for r in chunk if (rtype, r) not in out]
+                    reads = await asyncio.gather(*[self.store.read(rtype, r) for r in missing])
+                    for rid, version in zip(missing, reads):
+                        if version is not None and version.deleted and version.vid >= pending[(rtype, rid)]:
+                            out[(rtype, rid)] = (version, 0)
+            pending = {k: v for k, v in pending.items() if k not in out}
+            if not pending:
+                return out
+            await asyncio.sleep(0.01)
+        raise RetryBatch(f"{len(pending)} versions named by the outbox are not readable yet, e.g. {next(iter(pending))}")
+
+    # ---- refresh (read-your-writes) -----------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Make everything indexed so far searchable; one refresh at a time serves every search waiting for it."""
+        async with self._refresh_lock:
+            upto = self.visibility.indexed
+            if self.visibility.visible >= upto and not self.dirty:
+                return
+            dirty, self.dirty = self.dirty, set()
+            if dirty:
+                try:
+                    await self.es.call("indices.refresh", index=",".join(sorted(dirty)), ignore_unavailable=True)
+                except BaseException:
+                    self.dirty |= dirty
+                    raise
+            self.visibility.refreshed(upto)
+

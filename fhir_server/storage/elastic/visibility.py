@@ -1,0 +1,108 @@
+"""Read-your-writes: which acknowledged writes are searchable in Elasticsearch yet.
+
+Every version a unit writes through the search store gets a *ticket* (a number, increasing in this process) when
+``put`` returns, before the unit commits; the ticket is cancelled if the unit does not commit. The indexer
+completes the tickets of a resource once it has indexed a version of it at least as new. So:
+
+* ``issued``  — the newest ticket; a search that starts now must see every write up to it that committed;
+* ``indexed`` — every ticket up to it is in Elasticsearch (completed or cancelled);
+* ``visible`` — every ticket up to it is searchable: indexed *and* refreshed.
+
+A search takes ``target = issued`` when it starts and waits until ``visible >= target``, asking for a refresh once
+``indexed >= target`` (one refresh serves every search waiting at the time). Tickets are issued before the commit so
+that the indexer can never index a write before its ticket exists; a search that starts while a write is in flight
+may therefore wait for that write too, which only makes it fresher.
+
+Writes committed before this process started are covered by ``ready``: it turns true when the indexer has read the
+outbox to its end once. Until then, and whenever the indexer cannot reach Elasticsearch, searches are answered by
+the primary store (see :mod:`.search`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Visibility:
+    def __init__(self) -> None:
+        self.issued = 0
+        self.indexed = 0
+        self.visible = 0
+        self.ready = False
+        self._outstanding: dict[int, tuple[str, str, int]] = {}  # ticket → (type, id, vid), in ticket order
+        self._by_resource: dict[tuple[str, str], list[int]] = {}
+        self._changed = asyncio.Event()
+
+    # ---- writers ---------------------------------------------------------------------------------------------------
+
+    def issue(self, rtype: str, rid: str, vid: int) -> int:
+        self.issued += 1
+        ticket = self.issued
+        self._outstanding[ticket] = (rtype, rid, vid)
+        self._by_resource.setdefault((rtype, rid), []).append(ticket)
+        return ticket
+
+    def cancel(self, tickets: list[int]) -> None:
+        for ticket in tickets:
+            entry = self._outstanding.pop(ticket, None)
+            if entry is not None:
+                self._forget(entry[0], entry[1], ticket)
+        self._advance()
+
+    # ---- the indexer ---------------------------------------------------------------------------------------------
+
+    def indexed_version(self, rtype: str, rid: str, vid: int) -> None:
+        """A version of ``rtype/rid`` at least as new as ``vid`` is in the index (not yet refreshed)."""
+        tickets = self._by_resource.get((rtype, rid))
+        if not tickets:
+            return
+        for ticket in list(tickets):
+            entry = self._outstanding.get(ticket)
+            if entry is not None and entry[2] <= vid:
+                del self._outstanding[ticket]
+                self._forget(rtype, rid, ticket)
+
+    def batch_done(self) -> None:
+        self._advance()
+
+    def refreshed(self, upto: int) -> None:
+        """A refresh that started when ``indexed`` was ``upto`` has finished."""
+        if upto > self.visible:
+            self.visible = upto
+            self._notify()
+
+    def mark_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            self._notify()
+
+    # ---- searches ------------------------------------------------------------------------------------------------
+
+    async def changed(self, timeout: float) -> None:
+        """Wait until something above changes (or ``timeout`` seconds pass)."""
+        event = self._changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    # ---- internals -------------------------------------------------------------------------------------------------
+
+    def _forget(self, rtype: str, rid: str, ticket: int) -> None:
+        tickets = self._by_resource.get((rtype, rid))
+        if tickets is not None:
+            tickets.remove(ticket)
+            if not tickets:
+                del self._by_resource[(rtype, rid)]
+
+    def _advance(self) -> None:
+        oldest = next(iter(self._outstanding), None)
+        indexed = self.issued if oldest is None else oldest - 1
+        if indexed != self.indexed:
+            self.indexed = indexed
+            self._notify()
+
+    def _notify(self) -> None:
+        # wake every waiter; each re-checks its own target
+        self._changed.set()
+        self._changed = asyncio.Event()
