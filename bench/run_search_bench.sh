@@ -99,7 +99,8 @@ for size in "${sizes[@]}"; do
   echo "data ready in $(( $(date +%s) - started )) s ($(du -sh "$data" | cut -f1) on disk)"
 
   store="$(mktemp -d /tmp/aegis-bench-store-XXXXXX)"
-  "${server_pin[@]}" aegis serve --port "$port" --data-dir "$store" --log-level warning \
+  # without authorization (--insecure-no-auth): these figures measure the search engine, not token checks
+  "${server_pin[@]}" aegis serve --insecure-no-auth --port "$port" --data-dir "$store" --log-level warning \
     > "${results}/server-${size}.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 150); do  # up to 30 s for the server to come up
