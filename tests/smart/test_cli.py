@@ -1,0 +1,96 @@
+"""``aegis clients …``, ``aegis users …`` and ``aegis keys rotate`` as an operator runs them, then the registered
+app and user used against a server started on the same data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from smart_auth.db import AuthDB
+from smart_auth.passwords import verify_password
+from tests.smart.oauth import REDIRECT, Endpoints, backend_token, new_key, public_jwks, standalone_token
+from tests.support.server import ServerProcess, store_args
+
+
+def aegis(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fhir_server.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> None:
+    d = str(tmp_path)
+    out = aegis("clients", "add", "CLI app", "--redirect-uri", REDIRECT, "--data-dir", d)
+    assert out.returncode == 0, out.stderr
+    client_id = out.stdout.split("client_id:")[1].split()[0]
+    secret_out = aegis("clients", "add", "CLI confidential", "--kind", "symmetric", "--redirect-uri", REDIRECT,
+                       "--data-dir", d)
+    assert "client_secret:" in secret_out.stdout
+    key = new_key("RS384")
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps(public_jwks(key)))
+    backend_out = aegis("clients", "add", "CLI backend", "--kind", "asymmetric", "--jwks-file", str(jwks_file),
+                        "--scope", "system/*.rs", "--data-dir", d)
+    assert backend_out.returncode == 0, backend_out.stderr
+    backend_id = backend_out.stdout.split("client_id:")[1].split()[0]
+    bad = aegis("clients", "add", "No keys", "--kind", "asymmetric", "--data-dir", d)
+    assert bad.returncode == 2
+    assert aegis("users", "add", "jane", "--fhir-user", "Patient/p1", "--password", "pw-jane", "--data-dir",
+                 d).returncode == 0
+    assert aegis("users", "add", "x", "--fhir-user", "Observation/1", "--password", "p", "--data-dir",
+                 d).returncode == 2
+    listed = aegis("clients", "list", "--data-dir", d).stdout
+    assert client_id in listed and "CLI confidential" in listed and "asymmetric" in listed
+    assert "jane\tPatient/p1" in aegis("users", "list", "--data-dir", d).stdout
+    # the password is stored as a memory-hard hash, never in clear
+    user = AuthDB(tmp_path / "auth.db").user("jane")
+    assert user is not None and user.password_hash.startswith("scrypt$") and "pw-jane" not in user.password_hash
+    assert verify_password("pw-jane", user.password_hash) and not verify_password("pw-jan", user.password_hash)
+
+    server = ServerProcess(tmp_path, args=store_args(backend), auth=True)
+    server.start()
+    try:
+        ep = Endpoints(server.base)
+        got = backend_token(ep, key, "RS384", backend_id, "system/*.rs")
+        assert got.status_code == 200, got.text
+        admin = {"Authorization": f"Bearer {got.json()['access_token']}", "Content-Type": "application/fhir+json"}
+        # a system/*.rs token cannot write
+        r = httpx.put(f"{server.base}/Patient/p1", headers=admin,
+                      json={"resourceType": "Patient", "id": "p1", "name": [{"family": "Doe"}]})
+        assert r.status_code == 403
+        assert aegis("clients", "add", "CLI writer", "--kind", "asymmetric", "--jwks-file", str(jwks_file),
+                     "--scope", "system/*.cruds", "--client-id", "writer", "--data-dir", d).returncode == 0
+        got = backend_token(ep, key, "RS384", "writer", "system/Patient.cu")
+        assert got.status_code == 200, got.text
+        r = httpx.put(f"{server.base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"},
+                      headers={"Authorization": f"Bearer {got.json()['access_token']}",
+                               "Content-Type": "application/fhir+json"})
+        assert r.status_code == 201, r.text
+        token = standalone_token(ep, client_id, "launch/patient openid fhirUser patient/*.rs", "jane", "pw-jane")
+        assert token["patient"] == "p1"
+        keys_before = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
+        assert aegis("keys", "rotate", "--data-dir", d).returncode == 0
+        keys_after = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
+        assert len(keys_after) == len(keys_before) + 1  # the retired key is still published
+        assert aegis("clients", "remove", client_id, "--data-dir", d).returncode == 0
+        r = httpx.get(f"{server.base}/Patient/p1", headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert r.status_code == 401  # removing an app revokes its tokens
+        assert aegis("users", "remove", "jane", "--data-dir", d).returncode == 0
+        assert aegis("users", "remove", "jane", "--data-dir", d).returncode == 1
+    finally:
+        server.stop()
+
+
+def test_serve_warns_when_authorization_is_disabled(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path, args=["--insecure-no-auth"], auth=True)
+    server.start()
+    try:
+        assert httpx.get(f"{server.base}/Patient").status_code == 200
+        assert httpx.get(f"{server.base}/.well-known/smart-configuration").status_code == 404
+    finally:
+        server.stop()
+    assert "authorization is disabled" in server.log().lower()
