@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import requires
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, store_args
 
 SYSTEM = "urn:aegis:test:kill9"
 ROUNDS = 5
@@ -150,7 +150,7 @@ def test_acknowledged_writes_survive_kill9(backend: str, tmp_path: Path) -> None
     requires(backend, "durable-kill9")
     rng = random.Random(int(time.time()))
     ledger = Ledger()
-    server = ServerProcess(tmp_path)
+    server = ServerProcess(tmp_path, args=store_args(backend))
     try:
         for _ in range(ROUNDS):
             server.start()

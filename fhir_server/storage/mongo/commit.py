@@ -38,8 +38,9 @@ chunks of 32 per update command (it stops answering one with 100), step 4 untags
 scan of the collection), and on the packed layout step 3's compare-and-set is a read of ``v`` by ``_id`` followed
 by a replace by ``_id`` (a two-field filter would scan; this leaves a one-round-trip window for another *process*).
 
-**Serialisation.** One writer task per store process runs the queued units one after the other (like the SQLite
-group-commit writer), so conditional creates and updates in one process never race. A unit sees the database plus
+**Serialisation.** One writer task per store process runs the queued units one after the other (the shared
+group-commit writer of :mod:`fhir_server.storage.group_commit`), so conditional creates and updates in one process
+never race. A unit sees the database plus
 the uncommitted writes of the earlier units of its batch (:class:`Overlay`), and a failing unit's writes are
 dropped alone. Across processes the unique ``_id`` of versions (step 1) and of ``current`` documents stop two
 writers from creating the same resource or version; a conditional create racing in *another* process is not
@@ -60,15 +61,13 @@ from pymongo import ReplaceOne, UpdateOne, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
+from fhir_server.storage.faults import crash_point
+from fhir_server.storage.group_commit import Batch, StorageUnavailable
 from fhir_server.storage.mongo import schema
-from fhir_server.storage.sqlite.writer import StorageUnavailable
 from resources import jsonio
 from resources.outcome import Conflict
 
 log = logging.getLogger(__name__)
-
-Unit = Callable[[], Awaitable[Any]]
-
 
 def build_current(rtype: str, rid: str, vid: int, *, deleted: bool, key: int, seq: int, last_updated: str,
                   method: str, body: bytes, resource: dict[str, Any] | None, layout: str) -> dict[str, Any]:
@@ -137,9 +136,10 @@ class Overlay:
 BULK_CHUNK = 32  # statements per update command: FerretDB 1.24 stops answering one with 100 of them
 
 
-async def _bulk(collection: Any, ops: list[Any]) -> None:
+async def _bulk(collection: Any, ops: list[Any], point: str) -> None:
     for start in range(0, len(ops), BULK_CHUNK):
         await collection.bulk_write(ops[start:start + BULK_CHUNK], ordered=False)
+        crash_point(point)
 
 
 class Protocol:
@@ -162,6 +162,7 @@ class Protocol:
         await self.settle_own()
         tx = ObjectId()
         await self._insert_versions(tx, writes)
+        crash_point("mongo.versions-written")
         record = {"_id": tx, "st": "c", "hi": max(w.seq for w in writes), "w": self.writer_id,
                   "at": writes[0].last_updated,
                   "ev": [{"s": w.seq, "t": w.rtype, "i": w.rid, "v": w.vid, "o": w.op, "at": w.last_updated}
@@ -178,6 +179,7 @@ class Protocol:
             if await self._settle_after_error(tx):
                 return
             raise StorageUnavailable(f"the write could not be committed: {exc}") from exc
+        crash_point("mongo.commit-recorded")
         try:
             await self._roll_forward(writes)
             await self._publish(tx, [f"{w.rtype}/{w.rid}/{w.vid}" for w in writes])
@@ -226,6 +228,7 @@ class Protocol:
                 # a duplicate means someone (a recoverer) rolled this version forward already
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors") or []):
                     raise
+            crash_point("mongo.current-chunk")
         if self.layout == schema.PACKED:
             # FerretDB evaluates any filter but a lone _id by scanning the whole collection, so the compare-and-set
             # becomes read, compare, replace by _id (leaving a window of one round trip in which another *process*
@@ -236,7 +239,7 @@ class Protocol:
         else:
             ops = [ReplaceOne({"_id": w.key, "v": w.prev_vid}, w.current) for w in updates]
         # no match means the document moved on already (rolled forward by a recoverer): nothing to do
-        await _bulk(current, ops)
+        await _bulk(current, ops, "mongo.current-chunk")
 
     async def _publish(self, tx: ObjectId, version_ids: list[str] | None = None) -> None:
         """Untag the versions of ``tx`` (by ``_id`` when known: FerretDB scans for any other filter)."""
@@ -244,7 +247,8 @@ class Protocol:
         if version_ids is None:
             await versions.update_many({"p": tx}, {"$unset": {"p": "", "w": ""}})
         else:
-            await _bulk(versions, [UpdateOne({"_id": v}, {"$unset": {"p": "", "w": ""}}) for v in version_ids])
+            await _bulk(versions, [UpdateOne({"_id": v}, {"$unset": {"p": "", "w": ""}}) for v in version_ids],
+                        "mongo.published-chunk")
 
     async def _discard(self, tx: ObjectId) -> None:
         await self.db["versions"].delete_many({"p": tx})
@@ -351,78 +355,23 @@ class Protocol:
         return counts
 
 
-class CommitWriter:
-    """The single writer of a store process: runs queued units in order over an :class:`Overlay`, commits each batch
-    with the :class:`Protocol`, and answers the callers only after the batch is durable."""
+class MongoBatch(Batch):
+    """A batch of the group-commit writer (:mod:`fhir_server.storage.group_commit`): units write into an
+    :class:`Overlay` (a failing unit's writes are dropped alone), and the protocol commits the overlay once."""
 
-    def __init__(self, protocol: Protocol, make_tx: Callable[[Overlay], Any], max_batch: int = 256) -> None:
+    def __init__(self, protocol: Protocol, make_tx: Callable[[Overlay], Any]) -> None:
         self._protocol = protocol
         self._make_tx = make_tx
-        self._max_batch = max_batch
-        self._queue: list[tuple[Callable[[Any], Awaitable[Any]], asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self.overlay = Overlay()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="aegis-mongo-writer")
+    async def run(self, unit: Callable[..., Awaitable[Any]]) -> Any:
+        mark = self.overlay.mark()
+        try:
+            return await unit(self._make_tx(self.overlay))
+        except Exception:
+            self.overlay.rollback(mark)
+            raise
 
-    async def submit(self, unit: Callable[[Any], Awaitable[Any]]) -> Any:
-        if self._closing:
-            raise StorageUnavailable("the store is closing")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((unit, fut))
-        self._wake.set()
-        return await fut
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
-                try:
-                    outcomes = await self._run_batch(batch)
-                except Exception as exc:  # never let the writer die: fail this batch, keep serving
-                    log.exception("group commit failed")
-                    outcomes = [(fut, None, exc) for _, fut in batch]
-                for fut, result, error in outcomes:
-                    if fut.done():
-                        continue
-                    if error is None:
-                        fut.set_result(result)
-                    else:
-                        fut.set_exception(error)
-            if self._closing and not self._queue:
-                return
-
-    async def _run_batch(
-        self, batch: list[tuple[Callable[[Any], Awaitable[Any]], asyncio.Future[Any]]]
-    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        overlay = Overlay()
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for unit, fut in batch:
-            mark = overlay.mark()
-            try:
-                result = await unit(self._make_tx(overlay))
-            except Exception as exc:  # the unit's own failure: drop just its writes
-                overlay.rollback(mark)
-                outcomes.append((fut, None, exc))
-            else:
-                outcomes.append((fut, result, None))
-        if overlay.writes:
-            try:
-                await self._protocol.commit(overlay.writes)
-            except (StorageUnavailable, Conflict) as exc:
-                outcomes = [(fut, None, error or exc) for fut, _, error in outcomes]
-            except PyMongoError as exc:
-                log.exception("commit failed")
-                failure = StorageUnavailable(f"the write could not be committed: {exc}")
-                outcomes = [(fut, None, error or failure) for fut, _, error in outcomes]
-        return outcomes
+    async def commit(self) -> None:
+        if self.overlay.writes:
+            await self._protocol.commit(self.overlay.writes)

@@ -8,7 +8,8 @@ chains and ``_has`` to id lists (:func:`.render.resolve`), renders the tree to a
 * checks candidates in Python (the filter is a superset: FerretDB 1.x, or a unit reading its own uncommitted
   writes), sorting and cutting the page in Python with the same order and cursors.
 
-Writes: units run in the single :class:`.commit.CommitWriter` of the process and commit through the protocol of
+Writes: units run in the single group-commit writer of the process (:mod:`fhir_server.storage.group_commit`, with
+a :class:`.commit.MongoBatch`) and commit through the protocol of
 :mod:`.commit`. Version sequence numbers are ``(milliseconds << 20) | (writer slot << 10) | counter``: increasing
 within a process, unique across up to 1024 concurrent writer processes, ordered by time between them, and free of a
 round trip per write.
@@ -45,10 +46,10 @@ from fhir_server.storage.base import (
     WriteTx,
 )
 from fhir_server.storage.mongo import render, schema
-from fhir_server.storage.mongo.commit import CommitWriter, Overlay, Pending, Protocol, build_current
+from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
+from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
 from fhir_server.storage.mongo.render import MATCH_ALL, RefIn, Rendered, Renderer, SortSpec, all_of
 from fhir_server.storage.sqlite.store import _parse_instant_millis, format_instant
-from fhir_server.storage.sqlite.writer import StorageUnavailable
 from resources import jsonio
 from resources.canonical import stamped
 
@@ -421,7 +422,25 @@ def _host_id() -> str:
     return f"{socket.gethostname()}/{boot}"
 
 
-def _pid_alive(pid: Any) -> bool:
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``); None where that is unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: count fields after its closing parenthesis
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22: starttime
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_alive(pid: Any, started: Any) -> bool:
+    """Whether the process that registered as ``pid`` (started at ``started``) still runs on this machine. A pid is
+    reused after its process dies (in a container a restarted server is pid 1 again), so the start time must match
+    too when it is known."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -429,8 +448,11 @@ def _pid_alive(pid: Any) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if started is None:
         return True
-    return True
+    now = _process_start(pid)
+    return now is None or now == started
 
 
 class MongoStore(_Reads, Store):
@@ -445,7 +467,7 @@ class MongoStore(_Reads, Store):
         self._store = self
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
-        self._writer: CommitWriter | None = None
+        self._writer: GroupCommitWriter | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._renderer = Renderer(schema.FIELDS)
         self.layout = schema.FIELDS
@@ -470,10 +492,11 @@ class MongoStore(_Reads, Store):
             slot = await self._col("meta").find_one_and_update(
                 {"_id": "writer_slot"}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
             self._clock = SeqClock(int(slot["n"]))
-            await self._col("writers").insert_one({"_id": self._writer_id, "slot": self._clock.slot,
-                                                   "host": self._host, "pid": os.getpid(), "beat": time.time()})
+            await self._register()
             protocol = Protocol(self._db, self._writer_id, self._is_dead, self.layout)
+            self._protocol = protocol
             await protocol.recover()
+            await self._forget_dead_writers()
             newest = await self._col("versions").find({}, projection={"s": 1, "lu": 1}).sort(
                 "s", DESCENDING).limit(1).to_list()
         except ConnectionFailure as exc:
@@ -481,10 +504,12 @@ class MongoStore(_Reads, Store):
         if newest:
             self._clock.observe(int(newest[0]["s"]))
             self._last_millis = _parse_instant_millis(newest[0]["lu"])
-        self._protocol = protocol
-        self._writer = CommitWriter(protocol, lambda overlay: _Tx(self, overlay), self._max_batch)
+        self._writer = GroupCommitWriter(self._begin_batch, max_batch=self._max_batch, name="aegis-mongo-writer")
         self._writer.start()
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="aegis-mongo-heartbeat")
+
+    async def _begin_batch(self) -> Batch:
+        return MongoBatch(self._protocol, lambda overlay: _Tx(self, overlay))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -506,23 +531,47 @@ class MongoStore(_Reads, Store):
             await self._client.close()
             self._client = None
 
+    async def _register(self) -> None:
+        """This process's liveness document (an upsert: a process declared dead while it stalled comes back)."""
+        pid = os.getpid()
+        await self._col("writers").update_one({"_id": self._writer_id}, {"$set": {
+            "slot": self._clock.slot, "host": self._host, "pid": pid, "ps": _process_start(pid), "beat": time.time()}},
+            upsert=True)
+
     async def _heartbeat(self) -> None:
+        """Keep this writer's lease, and settle what writers that died (in any process, on any machine) left."""
         while True:
             await asyncio.sleep(self._lease / 4)
             try:
-                await self._col("writers").update_one({"_id": self._writer_id}, {"$set": {"beat": time.time()}})
+                await self._register()
+                await self._forget_dead_writers()
             except PyMongoError as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    async def _forget_dead_writers(self) -> None:
+        """Settle the unfinished transactions of every dead writer, then drop its liveness document. (Start-up
+        recovery settles every transaction it finds; this catches writers that die later, and transactions that
+        start-up left to a writer that was still alive then.) The versions of a dead writer are found through the
+        sparse ``pending`` index."""
+        async for doc in self._col("writers").find({"_id": {"$ne": self._writer_id}}):
+            if not await self._dead(doc):
+                continue
+            txs = {v["p"] async for v in self._col("versions").find({"p": {"$exists": True}, "w": doc["_id"]},
+                                                                    projection={"p": 1})}
+            for tx in txs:
+                await self._protocol.settle(tx, doc["_id"])
+            await self._col("writers").delete_one({"_id": doc["_id"], "beat": doc.get("beat")})
+
+    async def _dead(self, doc: Doc) -> bool:
+        if doc.get("host") == self._host and not _process_alive(doc.get("pid"), doc.get("ps")):
+            return True
+        return bool(time.time() - float(doc.get("beat", 0)) > self._lease)
 
     async def _is_dead(self, writer: Any) -> bool:
         if writer == self._writer_id:
             return False
         doc = await self._col("writers").find_one({"_id": writer})
-        if doc is None:
-            return True
-        if doc.get("host") == self._host and not _pid_alive(doc.get("pid")):
-            return True
-        return bool(time.time() - float(doc.get("beat", 0)) > self._lease)
+        return doc is None or await self._dead(doc)
 
     def next_timestamp(self) -> str:
         # Non-decreasing even if the wall clock steps back, so lastUpdated order never contradicts write order.

@@ -1,0 +1,176 @@
+"""Fault injection: the server is killed (SIGKILL) at exact steps of its commit path in the middle of transaction
+Bundles; after a restart every transaction is whole or absent — through read, vread, search and history — and every
+acknowledged one is whole.
+
+Each backend with the "transactions" capability runs every crash point of :mod:`fhir_server.storage.faults`; a point
+the backend's write path never passes (the server does not die) skips. The transactions are built so that a
+half-finished commit would show: each creates a Patient and three Observations (new ``current`` documents) and
+updates the same 36 pre-existing Observations (replacements), 40 versions in all — on MongoDB more than one
+32-statement chunk, so the chunk crash points stop the roll-forward and the publication half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fhir_server.storage.faults import ENV
+from tests.conftest import requires
+from tests.support.server import ServerProcess, store_args
+
+SYSTEM = "urn:aegis:test:crash"
+POOL = 36  # pre-existing Observations every transaction updates
+PER_TX = 4 + POOL  # versions one transaction writes
+CLIENTS = 6
+TRANSACTIONS_PER_CLIENT = 6
+
+# (point, pass): the pass that kills, late enough that some transactions were acknowledged before
+CRASH_POINTS = [
+    ("group-commit.before-commit", 3),
+    ("group-commit.after-commit", 3),
+    ("mongo.versions-written", 3),
+    ("mongo.commit-recorded", 3),
+    ("mongo.current-chunk", 4),
+    ("mongo.published-chunk", 5),
+]
+
+
+def _marker(res: dict[str, object]) -> str:
+    return str(res["identifier"][0]["value"])  # type: ignore[index]
+
+
+def _obs(marker: str, subject: str | None = None) -> dict[str, object]:
+    obs: dict[str, object] = {"resourceType": "Observation", "status": "final",
+                              "identifier": [{"system": SYSTEM, "value": marker}],
+                              "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                              "valueQuantity": {"value": 72.50, "unit": "/min"}}
+    if subject:
+        obs["subject"] = {"reference": subject}
+    return obs
+
+
+def _transaction(marker: str) -> dict[str, object]:
+    patient = f"urn:uuid:{uuid.uuid4()}"
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": patient, "request": {"method": "POST", "url": "Patient"},
+         "resource": {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": marker}]}},
+        *[{"request": {"method": "POST", "url": "Observation"}, "resource": _obs(marker, patient)} for _ in range(3)],
+        *[{"request": {"method": "PUT", "url": f"Observation/pool-{n}"}, "resource": {**_obs(marker), "id": f"pool-{n}"}}
+          for n in range(POOL)],
+    ]}
+
+
+def _seed(server: ServerProcess) -> None:
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "PUT", "url": f"Observation/pool-{n}"}, "resource": {**_obs("seed"), "id": f"pool-{n}"}}
+        for n in range(POOL)]}
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        r = client.post("", json=bundle, headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, r.text
+
+
+async def _load(server: ServerProcess, tried: set[str], acked: set[str]) -> None:
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        for _ in range(TRANSACTIONS_PER_CLIENT):
+            marker = uuid.uuid4().hex
+            tried.add(marker)
+            try:
+                r = await client.post("", json=_transaction(marker))
+            except httpx.TransportError:
+                return  # the server died: this transaction is unacknowledged, and so is every later one
+            assert r.status_code == 200, r.text
+            acked.add(marker)
+
+    async with httpx.AsyncClient(base_url=server.base, timeout=60,
+                                 headers={"Content-Type": "application/fhir+json"}) as client:
+        await asyncio.gather(*[client_loop(client) for _ in range(CLIENTS)])
+
+
+def _history(client: httpx.Client) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    url: str | None = "/_history?_count=500"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200, page.text
+        bundle = page.json()
+        out += [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    return out
+
+
+def _verify(server: ServerProcess, tried: set[str], acked: set[str]) -> dict[str, int]:
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        versions = _history(client)
+        by_marker: dict[str, list[dict[str, object]]] = {}
+        for res in versions:
+            by_marker.setdefault(_marker(res), []).append(res)
+        visible = {m for m in tried if m in by_marker}
+        for marker in tried:
+            found = by_marker.get(marker, [])
+            assert len(found) in (0, PER_TX), f"transaction {marker} is half-visible in history: {len(found)}"
+            if marker in acked:
+                assert len(found) == PER_TX, f"acknowledged transaction {marker} lost"
+        # every version in history reads back by vread, with its content
+        for res in versions:
+            meta = res["meta"]
+            r = client.get(f"/{res['resourceType']}/{res['id']}/_history/{meta['versionId']}")  # type: ignore[index]
+            assert r.status_code == 200 and _marker(r.json()) == _marker(res)
+        # the current pool versions are the newest visible ones, and were written by visible transactions
+        newest: dict[str, int] = {}
+        for res in versions:
+            if str(res["id"]).startswith("pool-"):
+                newest[str(res["id"])] = max(newest.get(str(res["id"]), 0), int(res["meta"]["versionId"]))  # type: ignore[index]
+        pool_marker: dict[str, str] = {}
+        for n in range(POOL):
+            r = client.get(f"/Observation/pool-{n}")
+            assert r.status_code == 200
+            body = r.json()
+            assert int(body["meta"]["versionId"]) == newest[f"pool-{n}"], f"pool-{n}: read is not the newest version"
+            assert _marker(body) in visible | {"seed"}
+            pool_marker[f"pool-{n}"] = _marker(body)
+        # search agrees: each visible transaction's Patient and Observations, and no trace of invisible ones
+        for marker in tried:
+            patients = client.get("/Patient", params={"identifier": f"{SYSTEM}|{marker}"}).json()
+            observations = client.get("/Observation", params={"identifier": f"{SYSTEM}|{marker}",
+                                                              "_count": 100}).json()
+            expected = 3 + sum(1 for m in pool_marker.values() if m == marker) if marker in visible else 0
+            assert patients["total"] == (1 if marker in visible else 0), marker
+            assert observations["total"] == expected, marker
+        # and nothing stays locked: every pool resource takes a new version
+        for n in range(POOL):
+            r = client.put(f"/Observation/pool-{n}", json={**_obs("after"), "id": f"pool-{n}"},
+                           headers={"Content-Type": "application/fhir+json"})
+            assert r.status_code == 200, r.text
+    return {"tried": len(tried), "acknowledged": len(acked), "visible": len(visible)}
+
+
+@pytest.mark.parametrize("point", [f"{p}@{n}" for p, n in CRASH_POINTS])
+def test_crash_in_the_middle_of_transactions(backend: str, point: str, tmp_path: Path) -> None:
+    requires(backend, "transactions")
+    server = ServerProcess(tmp_path, args=store_args(backend))
+    tried: set[str] = set()
+    acked: set[str] = set()
+    try:
+        server.start()
+        _seed(server)
+        server.stop()
+        server.env = {ENV: point}
+        server.start()
+        asyncio.run(_load(server, tried, acked))
+        assert server.proc is not None
+        try:  # a client can see the connection drop a moment before the process is reaped
+            server.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"{backend}'s write path has no crash point {point.partition('@')[0]}")
+        server.env = {}
+        server.start()
+        counts = _verify(server, tried, acked)
+    finally:
+        server.stop()
+    print(f"{backend} {point}: {counts}")
+    assert counts["acknowledged"] < counts["tried"], "the crash did not interrupt any transaction"
