@@ -29,12 +29,13 @@ from fhir_server.search.tree import (
     TextSearch,
     TypeIn,
 )
-from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS
+from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS, FAMILY_INDEXES
 
 # the parameter ids of (type, code); several for parameters bound on "Resource" (system-level search)
 PidOf = Callable[[str, str], tuple[int, ...]]
 
 _OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_RANGE_OPS = frozenset(("=", "<", "<=", ">", ">=", "prefix"))  # conditions an index range can answer
 TEXT_MAX = "\U0010ffff"
 
 
@@ -133,18 +134,32 @@ class SqlRenderer:
         raise TypeError(f"cannot render {type(node).__name__}; lower the tree first")
 
     def _row(self, node: Row, alias: str, args: list[Any], probe: bool = False) -> str:
+        if not probe:
+            select = self._row_select(node, args)
+            return "0" if select is None else f"{alias}.rkey IN ({select})"
         parts = self._row_parts(node, args)
         if parts is None:
             return "0"
         family, pid_sql, alts = parts
-        if probe:
-            return (f"EXISTS (SELECT 1 FROM idx_{family} WHERE rkey = {alias}.rkey AND {pid_sql}"
-                    f" AND ({' OR '.join(alts)}))")
-        return f"{alias}.rkey IN ({self._row_select(family, pid_sql, alts)})"
+        return (f"EXISTS (SELECT 1 FROM idx_{family} WHERE rkey = {alias}.rkey AND {pid_sql}"
+                f" AND ({' OR '.join(alts)}))")
 
-    @staticmethod
-    def _row_select(family: str, pid_sql: str, alts: list[str]) -> str:
-        return f"SELECT rkey FROM idx_{family} WHERE {pid_sql} AND ({' OR '.join(alts)})"
+    def _row_select(self, node: Row, args: list[Any]) -> str | None:
+        """The keys of the rows matching ``node``. Several alternatives become a ``UNION ALL`` of one index range
+        each: under an OR SQLite would walk every row of the parameter instead."""
+        if len(node.alts) <= 1:
+            parts = self._row_parts(node, args)
+            if parts is None:
+                return None
+            family, pid_sql, alts = parts
+            return f"SELECT rkey FROM idx_{family} WHERE {pid_sql} AND {alts[0] if alts else '0'}"
+        selects = []
+        for alt in node.alts:
+            select = self._row_select(Row(node.param, (alt,)), args)
+            if select is None:
+                return None
+            selects.append(select)
+        return " UNION ALL ".join(selects)
 
     def _row_parts(self, node: Row, args: list[Any]) -> tuple[str, str, list[str]] | None:
         family = family_of(node.param)
@@ -208,8 +223,9 @@ class SqlRenderer:
         """A SELECT with one row per index match of a top-level condition (see ``plan.py``), or None when the
         condition cannot drive a query. ``_has`` counts its source rows: an upper bound of the targets."""
         if isinstance(node, Row):
-            parts = self._row_parts(node, args)
-            return "SELECT 1 WHERE 0" if parts is None else self._row_select(*parts)
+            if not _indexed(node):
+                return None  # counting would walk every row of the parameter
+            return self._row_select(node, args) or "SELECT 1 WHERE 0"
         if isinstance(node, Chain):
             return self._chain_select(node, args) or "SELECT 1 WHERE 0"
         if isinstance(node, Has) and rtype not in (None, "Resource"):
@@ -253,6 +269,12 @@ class SqlRenderer:
         agg = "MAX" if descending else "MIN"
         return (f"COALESCE((SELECT {agg}(s.{column}) FROM idx_{family} s WHERE s.rkey = {alias}.rkey"
                 f" AND {pid_sql}), {sentinel})")
+
+
+def _indexed(node: Row) -> bool:
+    """Whether each alternative of the row constrains the first column of one of its family's indexes."""
+    leads = {cols[1] for cols in FAMILY_INDEXES[family_of(node.param)] if len(cols) > 1}
+    return all(any(c.field in leads and c.op in _RANGE_OPS for c in alt) for alt in node.alts)
 
 
 def _needs_row(node: Node) -> bool:
