@@ -206,6 +206,11 @@ class AuthDB:
             return None, False
         return dict(json.loads(data)), bool(used)
 
+    def set_code_family(self, code_hash: str, data: dict[str, Any]) -> None:
+        """Record on a used code the token family it was exchanged for, so that a replay can revoke it."""
+        with self._tx() as db:
+            db.execute("UPDATE codes SET data = ? WHERE code_hash = ?", (json.dumps(data), code_hash))
+
     # ---- tokens -----------------------------------------------------------------------------------------------
 
     def put_token(self, token_hash: str, row: TokenRow) -> None:

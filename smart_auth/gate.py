@@ -26,7 +26,7 @@ CORS_PATHS = ("/fhir", "/auth/token", "/auth/introspect", "/auth/revoke", "/auth
 
 
 def _cors_path(path: str) -> bool:
-    return any(path == p or path.startswith(p if p.endswith("/") else p + "/") or path == p for p in CORS_PATHS)
+    return any(path == p or path.startswith(p if p.endswith("/") else p + "/") for p in CORS_PATHS)
 
 
 async def gate(auth: Any, scope: Scope, receive: Receive, send: Send, fhir: App) -> None:
@@ -60,7 +60,7 @@ async def gate(auth: Any, scope: Scope, receive: Receive, send: Send, fhir: App)
     if auth.owns(path):
         await auth.app(scope, receive, send)
         return
-    if path.startswith("/fhir") and not _public(scope["method"], path):
+    if (path == "/fhir" or path.startswith("/fhir/")) and not _public(scope["method"], path):
         try:
             scope["aegis.grant"] = auth.bearer(headers.get("authorization"), "aegis")
         except FhirError as exc:

@@ -372,9 +372,7 @@ class AuthServer:
 
     def _remember_family(self, code: str, data: dict[str, Any], family: str) -> None:
         # so that a replay of this (now used) code can revoke the tokens it produced
-        with self.db._tx() as db:  # noqa: SLF001 - one statement on our own table
-            db.execute("UPDATE codes SET data = ? WHERE code_hash = ?",
-                       (jsonio.dumps({**data, "family": family}).decode(), token_hash(code)))
+        self.db.set_code_family(token_hash(code), {**data, "family": family})
 
     def _refresh_grant(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
         row = active(self.db, form.get("refresh_token", ""), "refresh")

@@ -334,10 +334,12 @@ async def batch_or_transaction(
             others = [e for e in writes if e.method != "DELETE"]
             for e in deletes:
                 await process(e)
-            await _resolve_ids(tx, others)
+            # conditional creates/updates and references resolve by search: held to the token's grant like one
+            resolver = tx if svc.grant is None else _guarded(tx, svc.grant)
+            await _resolve_ids(resolver, others)
             mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in others
                        if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
-            conditional = await _resolve_conditional_refs(tx, others)
+            conditional = await _resolve_conditional_refs(resolver, others)
             for e in others:
                 if e.resource is not None:
                     e.resource = _rewrite(e.resource, mapping, conditional)
@@ -357,6 +359,12 @@ async def batch_or_transaction(
         "entry": [results[e.index] for e in entries],
     }
     return FhirResponse(200, response)
+
+
+def _guarded(tx: WriteTx, grant: object) -> WriteTx:
+    from fhir_server.authz.guard import GuardedStore
+
+    return GuardedStore(tx, grant, "s")  # type: ignore[arg-type]
 
 
 def _check_distinct(writes: list[Entry]) -> None:

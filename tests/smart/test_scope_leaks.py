@@ -240,6 +240,18 @@ def test_patient_scoped_writes_stay_in_the_patients_compartment(smart: Smart) ->
         r = fhir.post("", json=tx, headers=headers)
         assert r.status_code == 403, r.text
         assert system.get("/Observation/w-tx-a").status_code == 404
+        # conditional references and ifNoneExist inside a transaction resolve within the grant only
+        tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {**_obs("pa", "tx2"), "subject": {"reference": "Patient?family=Beta"}},
+             "request": {"method": "POST", "url": "Observation"}}]}
+        r = fhir.post("", json=tx, headers=headers)
+        assert r.status_code == 412, r.text  # Patient?family=Beta matches nothing this token may see
+        tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": _obs("pa", "tx3"), "request": {"method": "POST", "url": "Observation",
+                                                         "ifNoneExist": "_id=ob-lab"}}]}
+        r = fhir.post("", json=tx, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["entry"][0]["response"]["status"].startswith("201")  # created, not ob-lab returned
         # conditional create's match is constrained too: it does not find pb's resource, so it creates (for pa)
         r = fhir.post("/Observation", json=_obs("pa", "cond"), headers={**headers,
                                                                         "If-None-Exist": "code=urn:test|cond"})
