@@ -29,7 +29,8 @@ from fhir_server.search.tree import And, Chain, Has, IdIn, MatchAll, MatchNone, 
 @dataclass(frozen=True, slots=True)
 class PlanLimits:
     cap: int = 1000  # index rows counted per condition, at most
-    selective: int = 64  # a condition with at most this many rows drives without counting the others
+    selective: int = 512  # a condition with at most this many rows drives without counting the others (probing
+    # that many rows costs about what counting the others would)
     windows: tuple[int, ...] = (256, 2048, 8192)  # keys walked by the successive windows of a broad search
 
 
