@@ -27,7 +27,7 @@ DataDir = Annotated[Optional[Path], typer.Option(help="Directory of the store (e
 
 
 def open_db(data_dir: Path | None) -> AuthDB:
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings = Settings(data_dir=data_dir) if data_dir else Settings()
     return AuthDB(settings.data_dir / "auth.db")
 
 

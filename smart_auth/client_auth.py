@@ -112,13 +112,13 @@ async def authenticate(db: AuthDB, form: dict[str, str], headers: dict[str, str]
         return _symmetric(db, client_id, secret, basic=True)
     if form.get("client_secret"):
         return _symmetric(db, form.get("client_id", ""), form["client_secret"])
-    client = db.client(form.get("client_id", ""))
-    if client is None:
+    named = db.client(form.get("client_id", ""))
+    if named is None:
         raise _invalid("unknown client_id, or no client authentication given")
-    if client.kind != "public" or not allow_public:
-        raise _invalid(f"client {client.client_id} must authenticate "
-                       f"({'private_key_jwt' if client.kind == 'asymmetric' else 'client secret'})")
-    return client
+    if named.kind != "public" or not allow_public:
+        raise _invalid(f"client {named.client_id} must authenticate "
+                       f"({'private_key_jwt' if named.kind == 'asymmetric' else 'client secret'})")
+    return named
 
 
 def _symmetric(db: AuthDB, client_id: str, secret: str, basic: bool = False) -> Client:

@@ -410,3 +410,48 @@ def test_wrong_password_shows_the_login_page_again(smart: Smart) -> None:
         r = browser.post(f"{smart.ep.root}/auth/login", data={"pending": pending_of(html), "username": "alice",
                                                               "password": "wrong"})
         assert r.status_code == 401 and "wrong user name or password" in r.text
+
+
+def test_backend_client_keys_from_a_jwks_url(smart: Smart) -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from smart_auth.cli import register_client
+
+    key = new_key("ES384")
+    body = json.dumps({"keys": [key.as_dict(private=False)]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client, _ = register_client(smart.db, "JWKS URL backend", kind="asymmetric", redirect_uris=[],
+                                    scope="system/Patient.rs",
+                                    jwks_url=f"http://127.0.0.1:{httpd.server_address[1]}/jwks.json")
+        got = backend_token(smart.ep, key, "ES384", client.client_id, "system/Patient.rs")
+        assert got.status_code == 200, got.text
+        with smart.fhir(got.json()["access_token"]) as fhir:
+            assert {e["resource"]["id"] for e in fhir.get("/Patient").json()["entry"]} >= {"pa", "pb", "pc"}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_authorize_by_post(smart: Smart) -> None:
+    r = httpx.post(smart.ep.authorize, data={
+        "response_type": "code", "client_id": smart.public_id, "redirect_uri": REDIRECT, "state": "p1",
+        "scope": "launch/patient patient/*.rs", "aud": smart.base, "code_challenge_method": "S256",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"})
+    assert r.status_code == 200 and "Sign in" in r.text
