@@ -1,8 +1,11 @@
-"""``Patient/[id]/$everything``: the patient and every resource in the patient's compartment.
+"""``Patient/[id]/$everything``: the patient, every resource in the patient's compartment, and what they refer to.
 
 Parameters: ``_since`` (only resources updated since), ``_type`` (only these types), ``_count`` and paging. The
 compartment comes from the official CompartmentDefinition; its members are found through the reference index in one
-query, and paged by a keyset cursor over the store's resource keys (stable while writes happen).
+query, and paged by a keyset cursor over the store's resource keys (stable while writes happen). Each page also
+carries, as ``search.mode = include`` entries, the resources its members refer to that are not compartment members
+themselves (practitioners, organizations, medications, locations …), as the operation's definition asks; with
+``_type``, only referenced resources of those types.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from fhir_server.interactions.bundling import embedded, link, parse_count, parse
 from fhir_server.interactions.common import Services, live
 from fhir_server.search.compartments import members
 from fhir_server.search.dates import parse_range
-from fhir_server.search.tree import Param
+from fhir_server.search.execute import reference_params
+from fhir_server.search.tree import IdIn, Param
+from fhir_server.storage.base import SearchQuery
 from resources.model import is_resource_type
 from resources.outcome import InvalidInput
 
@@ -60,9 +65,38 @@ async def everything(svc: Services, req: FhirRequest, pid: str) -> FhirResponse:
         "type": "searchset",
         "link": [link(req, "self", cursor)] + ([link(req, "next", (page[-1][0],))] if more else []),
     }
-    if page:  # no empty arrays in FHIR: nothing found, no entry element
-        bundle["entry"] = [{"fullUrl": f"{req.base}/{v.rtype}/{v.rid}", "resource": embedded(v),
-                            "search": {"mode": "match"}} for _, v in page]
+    included = await _referenced(svc, page, {(v.rtype, v.rid) for _, v in items} | {("Patient", pid)}, types)
+    entries = [{"fullUrl": f"{req.base}/{v.rtype}/{v.rid}", "resource": embedded(v), "search": {"mode": "match"}}
+               for _, v in page]
+    entries += [{"fullUrl": f"{req.base}/{v.rtype}/{v.rid}", "resource": embedded(v), "search": {"mode": "include"}}
+                for v in included]
+    if entries:  # no empty arrays in FHIR: nothing found, no entry element
+        bundle["entry"] = entries
     if cursor is None and not more:
         bundle["total"] = len(page)
     return FhirResponse(200, bundle)
+
+
+async def _referenced(svc: Services, page: list[tuple[int, Any]], members_seen: set[tuple[str, str]],
+                      types: set[str] | None) -> list[Any]:
+    """The resources the page's members refer to, other than compartment members (which have entries of their own
+    on some page) and each once."""
+    by_type: dict[str, list[int]] = {}
+    for key, version in page:
+        if key < 0:  # the Patient itself, listed without its store key: look the key up
+            found = await svc.store.search(SearchQuery("Patient", IdIn((version.rid,)), count=1))
+            key = found.keys[0] if found.keys else -1
+        if key >= 0:
+            by_type.setdefault(version.rtype, []).append(key)
+    out: list[Any] = []
+    seen = set(members_seen)
+    for rtype, keys in sorted(by_type.items()):
+        params = reference_params(rtype, "*")
+        if not params:
+            continue
+        _, versions = await svc.store.referenced(keys, params, None)
+        for version in versions:
+            if (version.rtype, version.rid) not in seen and (types is None or version.rtype in types):
+                seen.add((version.rtype, version.rid))
+                out.append(version)
+    return out

@@ -75,7 +75,7 @@ async def execute(
                         page.prev_before)
 
 
-def _reference_params(source: str, code: str) -> list[Param]:
+def reference_params(source: str, code: str) -> list[Param]:
     if code == "*":
         return [Param(source, c, "reference") for c, p in params_for(source).items() if p.type == "reference"]
     p = params_for(source).get(code)
@@ -111,7 +111,7 @@ async def _forward(store: ReadOps, inc: Include, frontier: list[tuple[int, Versi
     out: list[tuple[int, Version]] = []
     sources = {v.rtype for _, v in frontier} if inc.source_type == "*" else {inc.source_type}
     for source in sources:
-        params = _reference_params(source, inc.code)
+        params = reference_params(source, inc.code)
         keys = [k for k, v in frontier if v.rtype == source]
         if params and keys:
             found_keys, versions = await store.referenced(keys, params, inc.target_type)
@@ -122,7 +122,7 @@ async def _forward(store: ReadOps, inc: Include, frontier: list[tuple[int, Versi
 async def _reverse(store: ReadOps, rev: Include, frontier: list[tuple[int, Version]]) -> list[tuple[int, Version]]:
     if rev.source_type == "*":
         return []
-    params = _reference_params(rev.source_type, rev.code)
+    params = reference_params(rev.source_type, rev.code)
     targets = [(v.rtype, v.rid) for _, v in frontier
                if rev.target_type is None or v.rtype == rev.target_type]
     if not params or not targets:

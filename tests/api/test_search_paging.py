@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api._search import Scope, all_pages, check_searchset, keys, link_of, matches, query_of
+from tests.api._search import Scope, all_pages, check_searchset, included, keys, link_of, matches, query_of
 from tests.api._util import FHIR_JSON, JSON_HEADERS, assert_error, create, uid, wait_ms
 from tests.support.server import ServerProcess
 
@@ -254,6 +254,23 @@ def test_everything_since_and_type(client: httpx.Client, chart: dict[str, Any]) 
     pages = all_pages(client, f"/Patient/{me}/$everything", {"_type": "Observation", "_count": "4",
                                                                "_since": chart["since"]})
     assert {k for p in pages for k in keys(matches(p))} == {k for k in chart["late"] if k.startswith("Observation/")}
+
+
+def test_everything_brings_referenced_resources(client: httpx.Client, scope: Scope) -> None:
+    org = scope.create({"resourceType": "Organization", "name": "Clinic"})["id"]
+    doc = scope.create({"resourceType": "Practitioner", "name": [{"family": "House"}]})["id"]
+    stranger = scope.create({"resourceType": "Practitioner", "name": [{"family": "Nobody"}]})["id"]
+    me = scope.create({**pat(), "managingOrganization": {"reference": f"Organization/{org}"}})["id"]
+    seen = scope.create({**obs(f"Patient/{me}"), "performer": [{"reference": f"Practitioner/{doc}"}]})["id"]
+    again = scope.create({**obs(f"Patient/{me}"), "performer": [{"reference": f"Practitioner/{doc}"}]})["id"]
+    bundle = check_searchset(client.get(f"/Patient/{me}/$everything"))
+    assert set(keys(matches(bundle))) == {f"Patient/{me}", f"Observation/{seen}", f"Observation/{again}"}
+    # referenced, not members: once each, as includes; an unreferenced practitioner is not there
+    assert sorted(keys(included(bundle))) == [f"Organization/{org}", f"Practitioner/{doc}"]
+    assert f"Practitioner/{stranger}" not in keys(included(bundle))
+    only = check_searchset(client.get(f"/Patient/{me}/$everything", params={"_type": "Observation,Practitioner"}))
+    assert set(keys(matches(only))) == {f"Observation/{seen}", f"Observation/{again}"}
+    assert keys(included(only)) == [f"Practitioner/{doc}"]
 
 
 def test_everything_errors(client: httpx.Client, chart: dict[str, Any]) -> None:
