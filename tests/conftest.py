@@ -19,9 +19,10 @@ BACKENDS = ["sqlite"]
 CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9"}}
 if os.environ.get(MONGODB_URL_ENV):
     # a MongoDB-protocol server (FerretDB in scripts/test); every store and server gets a database of its own.
-    # Transactions are all-or-nothing through the commit protocol, which recovers after kill -9 at start-up.
+    # Transactions are all-or-nothing through the commit protocol, which recovers after kill -9 at start-up;
+    # several server processes may share one database ("shared-store": conditional matches claim their criteria).
     BACKENDS.append("mongodb")
-    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9"}
+    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store"}
     if os.environ.get(ELASTICSEARCH_URL_ENV):
         # the MongoDB store with Elasticsearch answering searches (fed from the outbox); fresh indices per server
         # and store, and no fallback to the store, so every search of the suite is answered by Elasticsearch

@@ -39,12 +39,11 @@ scan of the collection), and on the packed layout step 3's compare-and-set is a 
 by a replace by ``_id`` (a two-field filter would scan; this leaves a one-round-trip window for another *process*).
 
 **Serialisation.** One writer task per store process runs the queued units one after the other (the shared
-group-commit writer of :mod:`fhir_server.storage.group_commit`), so conditional creates and updates in one process
-never race. A unit sees the database plus
-the uncommitted writes of the earlier units of its batch (:class:`Overlay`), and a failing unit's writes are
-dropped alone. Across processes the unique ``_id`` of versions (step 1) and of ``current`` documents stop two
-writers from creating the same resource or version; a conditional create racing in *another* process is not
-serialised (no cross-process lock): run one writing process per database, or accept that rare duplicate.
+group-commit writer of :mod:`fhir_server.storage.group_commit`, with :class:`MongoBatch`), so conditional creates
+and updates in one process never race. A unit sees the database plus the uncommitted writes of the earlier units of
+its batch (:class:`Overlay`), and a failing unit's writes are dropped alone. Across processes the unique ``_id`` of
+versions (step 1) and of ``current`` documents stop two writers from creating the same resource or version, and a
+conditional match claims its criteria first (:mod:`.claims`), so two processes never both create for one criteria.
 """
 
 from __future__ import annotations
@@ -64,6 +63,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from fhir_server.storage.faults import crash_point
 from fhir_server.storage.group_commit import Batch, StorageUnavailable
 from fhir_server.storage.mongo import schema
+from fhir_server.storage.mongo.claims import Claims
 from resources import jsonio
 from resources.outcome import Conflict
 
@@ -113,6 +113,7 @@ class Overlay:
 
     writes: list[Pending] = field(default_factory=list)
     latest: dict[str, Pending] = field(default_factory=dict)
+    claims: set[str] = field(default_factory=set)  # criteria claims held until the batch is visible (.claims)
 
     def mark(self) -> int:
         return len(self.writes)
@@ -341,6 +342,13 @@ class Protocol:
                     break
         await self._publish(tx)
 
+    async def settle_writer(self, writer: Any) -> None:
+        """Settle every unfinished transaction of a (dead) writer, found through the sparse ``pending`` index."""
+        txs = {v["p"] async for v in self.db["versions"].find({"p": {"$exists": True}, "w": writer},
+                                                              projection={"p": 1})}
+        for tx in txs:
+            await self.settle(tx, writer)
+
     async def recover(self) -> dict[str, int]:
         """Settle every tagged version's transaction (at start-up, before this process writes)."""
         owners: dict[Any, Any] = {}
@@ -359,8 +367,9 @@ class MongoBatch(Batch):
     """A batch of the group-commit writer (:mod:`fhir_server.storage.group_commit`): units write into an
     :class:`Overlay` (a failing unit's writes are dropped alone), and the protocol commits the overlay once."""
 
-    def __init__(self, protocol: Protocol, make_tx: Callable[[Overlay], Any]) -> None:
+    def __init__(self, protocol: Protocol, claims: Claims, make_tx: Callable[[Overlay], Any]) -> None:
         self._protocol = protocol
+        self._claims = claims
         self._make_tx = make_tx
         self.overlay = Overlay()
 
@@ -375,3 +384,9 @@ class MongoBatch(Batch):
     async def commit(self) -> None:
         if self.overlay.writes:
             await self._protocol.commit(self.overlay.writes)
+        # only now, with every write visible, may another process's conditional match run
+        await self._claims.release(self.overlay.claims)
+
+    async def rollback(self) -> None:
+        if not self._protocol.unsettled:  # (a committed batch not yet visible keeps its claims until it is)
+            await self._claims.release(self.overlay.claims)

@@ -47,6 +47,7 @@ from fhir_server.storage.base import (
 )
 from fhir_server.storage.mongo import render, schema
 from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
+from fhir_server.storage.mongo.claims import Claims
 from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
 from fhir_server.storage.mongo.render import MATCH_ALL, RefIn, Rendered, Renderer, SortSpec, all_of
 from fhir_server.storage.sqlite.store import _parse_instant_millis, format_instant
@@ -387,6 +388,13 @@ class _Tx(_Reads, WriteTx):
         return self._batch
 
     @_unavailable
+    async def find(self, rtype: str, tree: Node, *, limit: int) -> Page:
+        """A conditional match inside a write: claimed first, so that no other server process runs the same match
+        until this batch is visible (:mod:`.claims`)."""
+        await self._store._claims.claim(self._batch.claims, rtype, tree)
+        return await super().find(rtype, tree, limit=limit)
+
+    @_unavailable
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
         store = self._store
         key = f"{rtype}/{rid}"
@@ -495,6 +503,8 @@ class MongoStore(_Reads, Store):
             await self._register()
             protocol = Protocol(self._db, self._writer_id, self._is_dead, self.layout)
             self._protocol = protocol
+            self._claims = Claims(self._db, self._writer_id, is_dead=self._is_dead,
+                                  settle_writer=protocol.settle_writer)
             await protocol.recover()
             await self._forget_dead_writers()
             newest = await self._col("versions").find({}, projection={"s": 1, "lu": 1}).sort(
@@ -509,7 +519,7 @@ class MongoStore(_Reads, Store):
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="aegis-mongo-heartbeat")
 
     async def _begin_batch(self) -> Batch:
-        return MongoBatch(self._protocol, lambda overlay: _Tx(self, overlay))
+        return MongoBatch(self._protocol, self._claims, lambda overlay: _Tx(self, overlay))
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -556,10 +566,8 @@ class MongoStore(_Reads, Store):
         async for doc in self._col("writers").find({"_id": {"$ne": self._writer_id}}):
             if not await self._dead(doc):
                 continue
-            txs = {v["p"] async for v in self._col("versions").find({"p": {"$exists": True}, "w": doc["_id"]},
-                                                                    projection={"p": 1})}
-            for tx in txs:
-                await self._protocol.settle(tx, doc["_id"])
+            await self._protocol.settle_writer(doc["_id"])
+            await self._col("claims").delete_many({"w": doc["_id"]})
             await self._col("writers").delete_one({"_id": doc["_id"], "beat": doc.get("beat")})
 
     async def _dead(self, doc: Doc) -> bool:
