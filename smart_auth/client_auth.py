@@ -32,8 +32,11 @@ _JWKS_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
 def _invalid(message: str, basic: bool = False) -> OAuthError:
-    headers = {"WWW-Authenticate": 'Basic realm="aegis"'} if basic else {}
-    return OAuthError("invalid_client", message, status=401, headers=headers)
+    # RFC 6749 §5.2: 401 (with WWW-Authenticate) when the client authenticated through the Authorization header,
+    # 400 otherwise (form credentials, client assertions) — which is also what Inferno's backend services tests expect
+    if basic:
+        return OAuthError("invalid_client", message, status=401, headers={"WWW-Authenticate": 'Basic realm="aegis"'})
+    return OAuthError("invalid_client", message, status=400)
 
 
 async def _client_keys(client: Client) -> KeySet:

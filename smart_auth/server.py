@@ -418,7 +418,8 @@ class AuthServer:
             else:
                 await authenticate(self.db, form, headers, f"{self.root(request)}/auth/token", allow_public=False)
         except OAuthError as exc:
-            return _oauth_error(exc)
+            # RFC 7662 §2.3: a caller that is not authorized to introspect gets 401
+            return _json(exc.body(), 401, {"WWW-Authenticate": 'Bearer realm="aegis"', **exc.headers})
         token = form.get("token", "")
         row = active(self.db, token, "access") or active(self.db, token, "refresh")
         return _json(introspection(row, self.base(request)))

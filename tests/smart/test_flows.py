@@ -163,7 +163,7 @@ def test_confidential_symmetric_client_authenticates_with_basic(smart: Smart) ->
     code = code_of(browser_consent(smart.ep, url2, "alice", PASSWORD))["code"]
     r = httpx.post(smart.ep.token, data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
                                          "code_verifier": verifier2, "client_id": smart.confidential_id})
-    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.status_code == 400 and r.json()["error"] == "invalid_client"
 
 
 # ---- EHR launch ---------------------------------------------------------------------------------------------------
@@ -255,18 +255,27 @@ def test_backend_services_refusals(smart: Smart) -> None:
             "client_assertion": assertion}
     assert httpx.post(smart.ep.token, data=form).status_code == 200
     replay = httpx.post(smart.ep.token, data=form)
-    assert replay.status_code == 401 and "replay" in replay.json()["error_description"]
+    assert replay.status_code == 400 and "replay" in replay.json()["error_description"]
+    assert replay.json()["error"] == "invalid_client"
     # exp too far ahead, wrong aud, unregistered key, RS256, and scopes beyond the registration
     assert backend_token(smart.ep, rs, "RS384", smart.backend_id, "system/Observation.rs",
-                         exp_in=3600).status_code == 401
+                         exp_in=3600).status_code == 400
     r = httpx.post(smart.ep.token, data={**form, "client_assertion": client_assertion(
         rs, "RS384", smart.backend_id, "http://elsewhere/token")})
-    assert r.status_code == 401
+    assert r.status_code == 400
     stranger = new_key("RS384")
-    assert backend_token(smart.ep, stranger, "RS384", smart.backend_id, "system/Observation.rs").status_code == 401
+    assert backend_token(smart.ep, stranger, "RS384", smart.backend_id, "system/Observation.rs").status_code == 400
     same_key_any_alg = RSAKey.import_key({k: v for k, v in rs.as_dict(private=True).items() if k != "alg"})
     rs256 = client_assertion(same_key_any_alg, "RS256", smart.backend_id, smart.ep.token)
-    assert httpx.post(smart.ep.token, data={**form, "client_assertion": rs256}).status_code == 401
+    assert httpx.post(smart.ep.token, data={**form, "client_assertion": rs256}).status_code == 400
+    r = httpx.post(smart.ep.token, data={**form, "client_assertion_type": "not_an_assertion_type"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_client"
+    r = httpx.post(smart.ep.token, data={**form, "grant_type": "not_a_grant_type"})
+    assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
+    # a wrong secret sent by Basic is 401 with WWW-Authenticate (RFC 6749 §5.2)
+    r = httpx.post(smart.ep.token, data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                   auth=(smart.confidential_id, "wrong"))
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
     r = backend_token(smart.ep, rs, "RS384", smart.backend_id, "patient/Observation.rs")
     assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
     r = httpx.post(smart.ep.token, data={"grant_type": "client_credentials", "scope": "system/*.rs",
