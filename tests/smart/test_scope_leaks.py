@@ -137,8 +137,10 @@ def test_patient_scoped_token_sees_only_its_patient(smart: Smart, patient_token:
         "Patient/pa", "Observation/oa-lab", "Observation/oa-vital"}
     assert results["Practitioner?_revinclude=Patient:general-practitioner&_revinclude:iterate=Observation:subject"][1] \
         == {"Practitioner/dr1", "Patient/pa", "Observation/oa-lab", "Observation/oa-vital"}
+    # $everything: the compartment, plus (search.mode include) what its members refer to, within the grant
     assert results["Patient/pa/$everything"][1] == {"Patient/pa", "Observation/oa-lab", "Observation/oa-vital",
-                                                     "Encounter/ea", "Condition/ca", "Group/g1"}
+                                                     "Encounter/ea", "Condition/ca", "Group/g1", "Practitioner/dr1",
+                                                     "Organization/org1"}
     assert results["Patient?_has:Observation:subject:category=laboratory"][1] == {"Patient/pa"}
     assert results["Observation?subject:Patient.family=Beta"][1] == set()
     assert results["Patient/pa/$everything"][1] >= {"Group/g1"}
