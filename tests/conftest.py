@@ -13,7 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import ELASTICSEARCH_URL_ENV, MONGODB_URL_ENV, ServerProcess, store_args
+from tests.support.server import (
+    ELASTICSEARCH_URL_ENV,
+    MONGODB_URL_ENV,
+    ServerProcess,
+    mongodb_reports_plans,
+    store_args,
+)
 
 BACKENDS = ["sqlite"]
 CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9"}}
@@ -23,6 +29,8 @@ if os.environ.get(MONGODB_URL_ENV):
     # several server processes may share one database ("shared-store": conditional matches claim their criteria).
     BACKENDS.append("mongodb")
     CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store"}
+    if mongodb_reports_plans():  # MongoDB itself, not FerretDB: the plans can be checked for collection scans
+        CAPABILITIES["mongodb"].add("query-plans")
     if os.environ.get(ELASTICSEARCH_URL_ENV):
         # the MongoDB store with Elasticsearch answering searches (fed from the outbox); fresh indices per server
         # and store, and no fallback to the store, so every search of the suite is answered by Elasticsearch

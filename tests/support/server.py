@@ -49,6 +49,19 @@ def search_options(backend: str) -> dict[str, Any]:
             "search_fallback": False, "ephemeral": True}
 
 
+def mongodb_reports_plans() -> bool:
+    """Whether the server at ``AEGIS_TEST_MONGODB_URL`` explains queries with MongoDB's query planner (MongoDB does;
+    FerretDB, which says so in ``buildInfo``, reports the plan of its SQLite backend instead)."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    try:
+        with MongoClient(os.environ[MONGODB_URL_ENV], serverSelectionTimeoutMS=5000) as client:
+            return "ferretdbVersion" not in client.admin.command("buildInfo")
+    except PyMongoError:
+        return False  # unreachable: the backend's own tests fail loudly; this only declares a capability
+
+
 def store_args(backend: str) -> list[str]:
     """The ``aegis serve`` arguments that select ``backend`` (sqlite is the default: none)."""
     if backend == "sqlite":

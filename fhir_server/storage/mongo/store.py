@@ -45,7 +45,7 @@ from fhir_server.storage.base import (
     Version,
     WriteTx,
 )
-from fhir_server.storage.mongo import render, schema
+from fhir_server.storage.mongo import plans, render, schema
 from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
 from fhir_server.storage.mongo.claims import Claims
 from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
@@ -168,6 +168,7 @@ class _Reads(ReadOps):
         need = query.count + 1
         while len(out) < need:
             page_flt = flt if before is None else {**flt, "s": {"$lt": before}}
+            plans.note("versions", page_flt, [("s", -1)], need)
             batch = await versions.find(page_flt).sort("s", DESCENDING).limit(need if query.at is None else
                                                                                max(need, 100)).to_list()
             if not batch:
@@ -220,12 +221,14 @@ class _Reads(ReadOps):
         docs: list[Doc]
         if pinned is not None and len(pinned) <= _POINT_LOOKUPS:
             col = self._store._col("current")
+            plans.note("current", {"_id": {"$in": pinned}})
             found = await asyncio.gather(*[col.find_one({"_id": k}, projection=projection) for k in pinned
                                            if k not in exclude])
             docs = [d for d in found if d is not None and not d["d"] and rtype in (None, d["t"])]
         else:
-            docs = await self._store._col("current").find(self._base(rtype, rendered.filter, exclude),
-                                                          projection=projection).to_list()
+            flt = self._base(rtype, rendered.filter, exclude)
+            plans.note("current", flt)
+            docs = await self._store._col("current").find(flt, projection=projection).to_list()
         if view is not None:
             docs.extend(view[1])
         return docs
@@ -235,6 +238,7 @@ class _Reads(ReadOps):
         rendered = self._store._renderer.render(tree, rtype)
         view = self._pending_view(rtype)
         if rendered.exact and view is None:
+            plans.note("current", self._base(rtype, rendered.filter, None), limit=limit)
             return await self._store._col("current").find(self._base(rtype, rendered.filter, None),
                                                           projection={"i": 1, "t": 1, "reference": 1, "x": 1}).limit(
                 limit).to_list()
@@ -274,11 +278,14 @@ class _Reads(ReadOps):
                 parts = [base, render.partition_filter(mask, specs)]
                 if cursor is not None and mask == cursor[0]:
                     parts.append(render.keyset_filter(cursor, specs, backwards))
+                plans.note("current", all_of(parts), render.partition_sort(mask, specs, backwards), need - len(rows))
                 found = await col.find(all_of(parts), projection={**_VERSION_FIELDS, "i": 1}).sort(
                     render.partition_sort(mask, specs, backwards)).limit(need - len(rows)).to_list()
                 rows.extend(found)
                 if len(rows) >= need:
                     break
+        if query.total:
+            plans.note("current", base)
         total = await col.count_documents(base) if query.total else None
         return rows, total
 
@@ -304,6 +311,7 @@ class _Reads(ReadOps):
         resolved, rendered = await self._plan(rtype, tree)
         view = self._pending_view(rtype)
         if rendered.exact and view is None:
+            plans.note("current", self._base(rtype, rendered.filter, None))
             return int(await self._store._col("current").count_documents(self._base(rtype, rendered.filter, None)))
         docs = await self._candidates(rtype, resolved, rendered, view, self._projection(resolved, True))
         check = render.Checker(resolved)
@@ -318,6 +326,7 @@ class _Reads(ReadOps):
         codes: dict[str, set[str]] = {}
         for p in params:
             codes.setdefault(p.rtype, set()).add(p.code)
+        plans.note("current", {"k": {"$in": keys}, "d": False})
         sources = await self._store._col("current").find({"k": {"$in": keys}, "d": False},
                                                          projection={"t": 1, "reference": 1, "x": 1}).to_list()
         targets: dict[str, None] = {}
@@ -340,6 +349,7 @@ class _Reads(ReadOps):
         tree = Or(tuple(RefIn(p, t, frozenset(ids)) for p in params for t, ids in sorted(by_type.items())))
         rendered = self._store._renderer.render(tree, None)
         if rendered.exact:
+            plans.note("current", self._base(None, rendered.filter, None))
             docs = await self._store._col("current").find(self._base(None, rendered.filter, None),
                                                           projection={**_VERSION_FIELDS, "i": 1}).to_list()
         else:
@@ -589,6 +599,7 @@ class MongoStore(_Reads, Store):
     async def _get_many(self, keys: list[str]) -> list[Doc]:
         """Live ``current`` documents by key, in the order asked."""
         col = self._col("current")
+        plans.note("current", {"_id": {"$in": keys}})
         if len(keys) <= _POINT_LOOKUPS:
             found = await asyncio.gather(*[col.find_one({"_id": k}, projection=_VERSION_FIELDS) for k in keys])
         else:
@@ -596,6 +607,13 @@ class MongoStore(_Reads, Store):
                       .to_list()}
             found = [by_key.get(k) for k in keys]
         return [d for d in found if d is not None and not d["d"]]
+
+    async def explain(self, run: Callable[[], Awaitable[Any]]) -> list[plans.Plan]:
+        """The server's plans of every query that ``run`` (a search through this store) sends (:mod:`.plans`)."""
+        assert self._db is not None, "store is not open"
+        with plans.recording() as noted:
+            await run()
+        return await plans.explain(self._db, noted)
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         assert self._writer is not None, "store is not open"
