@@ -40,6 +40,10 @@ from resources.outcome import Forbidden
 T = TypeVar("T")
 
 READ_LIKE = "rs"  # includes and $everything members: either a read or a search permission suffices
+# Definitional resources the search compiler itself looks up (``:in``/``:below`` expand a ValueSet or CodeSystem
+# found by url). They hold no patient data, and a lookup by the compiler returns nothing to the client, so it is not
+# held to the grant; a client's own search or read of these types still needs a scope (the step refuses it).
+TERMINOLOGY = frozenset({"ValueSet", "CodeSystem"})
 
 
 def forbidden(message: str) -> Forbidden:
@@ -157,6 +161,8 @@ class GuardedStore(Store, WriteTx):
         return Page(kept, page.next_cursor)
 
     async def search(self, query: SearchQuery) -> SearchPage:
+        if query.rtype in TERMINOLOGY and not self.grant.allows_any(query.rtype, self.actions):
+            return await self.inner.search(query)  # the compiler's own terminology lookup (see TERMINOLOGY)
         constrained = await self._constrained(query, self.actions)
         if constrained is None:
             return SearchPage([], [], None, 0 if query.total else None)

@@ -275,3 +275,16 @@ def test_http_client_without_token_gets_nothing(smart: Smart) -> None:
         assert r.status_code == 401
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_terminology_expansion_works_for_tokens_without_terminology_scopes(smart: Smart, granular_token: str) -> None:
+    vs = {"resourceType": "ValueSet", "id": "vs-glucose", "url": "http://example.org/vs/glucose", "status": "active",
+          "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "2345-7"}]}]}}
+    with smart.fhir(smart.system_token) as system:
+        assert system.put("/ValueSet/vs-glucose", json=vs,
+                          headers={"Content-Type": "application/fhir+json"}).status_code in (200, 201)
+    with smart.fhir(granular_token) as fhir:  # no scope on ValueSet: the expansion still sees it
+        assert fhir.get("/ValueSet/vs-glucose").status_code == 403
+        r = fhir.get("/Observation", params={"code:in": "http://example.org/vs/glucose"})
+        assert r.status_code == 200, r.text
+        assert returned(r.json()) == {"Observation/oa-lab"}  # ob-lab has the code too, but is pb's
