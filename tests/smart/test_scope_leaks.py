@@ -35,6 +35,7 @@ PATHS = [
     "Patient?_id=pb", "Patient?_id=pa,pb,pc", "Observation?subject=Patient/pb", "Observation?patient=pc",
     "Observation?subject:Patient.family=Beta", "Observation?patient.family=Alpha",
     "Patient?_has:Observation:subject:category=laboratory", "Patient?_has:Condition:subject:code:text=b",
+    "Patient?_has:Observation:subject:category=vital-signs",
     "Patient?_has:Encounter:subject:_has:Condition:encounter:code:text=a",
     "Condition?encounter.status=finished", "Patient?general-practitioner.family=Who",
     "_history", "Observation/_history", "Patient/_history", "Patient/pa/_history", "Patient/pb/_history",
@@ -158,6 +159,9 @@ def test_granular_token_sees_only_laboratory_observations_of_its_patient(smart: 
     assert results["Observation"][1] == {"Observation/oa-lab"}
     assert results["Patient?_revinclude=Observation:subject"][1] == {"Patient/pa", "Observation/oa-lab"}
     assert results["Observation/oa-lab"][0] == 200
+    # _has cannot probe resources outside the grant: pa has a vital-signs Observation this token may not see
+    assert results["Patient?_has:Observation:subject:category=laboratory"][1] == {"Patient/pa"}
+    assert results["Patient?_has:Observation:subject:category=vital-signs"][1] == set()
     for denied in ("Condition", "Encounter", "Practitioner", "Observation/ob-lab"):
         assert results[denied][0] == 403, denied
 
@@ -181,6 +185,9 @@ def test_system_token_for_observations_sees_only_observations(smart: Smart, syst
     assert results["Observation?_include=Observation:subject"][1] == SYSTEM_OBS
     assert results["Patient"][0] == 403
     assert results["?_type=Observation,Patient,Group,Condition"][1] == SYSTEM_OBS
+    # chains cannot probe resources outside the grant (Patients here) either
+    assert results["Observation?subject:Patient.family=Beta"][1] == set()
+    assert results["Observation?patient.family=Alpha"][1] == set()
 
 
 def test_paging_links_keep_the_constraint(smart: Smart, patient_token: str) -> None:
