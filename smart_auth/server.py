@@ -365,7 +365,10 @@ class AuthServer:
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (S256)")
         family = secrets.token_hex(16)
         self._remember_family(form.get("code", ""), data, family)
-        context = {k: data.get(k) for k in ("patient", "encounter", "username", "fhir_user") if data.get(k)}
+        context: dict[str, Any] = {k: data.get(k) for k in ("patient", "encounter", "username", "fhir_user")
+                                   if data.get(k)}
+        # an EHR shows its own patient banner; a standalone app must show one
+        context["need_patient_banner"] = not data.get("ehr")
         scope = " ".join(data["scope"])
         return issue(self.db, client_id=client.client_id, scope=scope, context=context, family=family,
                      lifetimes=self.lifetimes, issuer=issuer, nonce=data.get("nonce"))

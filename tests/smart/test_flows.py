@@ -188,6 +188,7 @@ def test_ehr_launch_from_the_built_in_launcher(smart: Smart) -> None:
     token = app.fetch_token(conf["token_endpoint"], authorization_response=location, code_verifier=verifier)
     app.close()
     assert token["patient"] == "pc" and token["encounter"] == "ea"
+    assert token["need_patient_banner"] is False  # the EHR shows its own banner
     with smart.fhir(token["access_token"]) as fhir:
         ids = {e["resource"]["id"] for e in fhir.get("/Observation").json().get("entry", [])}
         assert ids == {"oc-vital"}
@@ -464,3 +465,24 @@ def test_authorize_by_post(smart: Smart) -> None:
         "scope": "launch/patient patient/*.rs", "aud": smart.base, "code_challenge_method": "S256",
         "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"})
     assert r.status_code == 200 and "Sign in" in r.text
+
+
+def test_asymmetric_client_in_the_authorization_code_flow(smart: Smart) -> None:
+    from smart_auth.cli import register_client
+    from tests.smart.oauth import public_jwks
+
+    key = new_key("RS384")
+    client, _ = register_client(smart.db, "Asymmetric web app", kind="asymmetric", redirect_uris=[REDIRECT],
+                                scope="launch/patient patient/*.rs", jwks=public_jwks(key))
+    from authlib.common.security import generate_token
+
+    auth = PrivateKeyJWT(smart.ep.token, alg="RS384", headers={"kid": key.kid},
+                         claims={"exp": int(time.time()) + 240})
+    app = OAuth2Client(client.client_id, key, redirect_uri=REDIRECT, scope="launch/patient patient/*.rs",
+                       code_challenge_method="S256", token_endpoint_auth_method=auth)
+    verifier = generate_token(64)
+    url, _ = app.create_authorization_url(smart.ep.authorize, code_verifier=verifier, aud=smart.base)
+    location = browser_consent(smart.ep, url, "alice", PASSWORD)
+    token = app.fetch_token(smart.ep.token, authorization_response=location, code_verifier=verifier)
+    app.close()
+    assert token["patient"] == "pa"
