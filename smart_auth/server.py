@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -108,6 +109,11 @@ def allowed_scopes(client: Client, requested: list[str]) -> list[str]:
     return out
 
 
+def _may_choose_patients(fhir_user: str | None) -> bool:
+    """Patients and their relatives act for one patient only; staff (practitioners, no fhirUser) may pick any."""
+    return not (fhir_user or "").startswith(("Patient/", "RelatedPerson/"))
+
+
 class AuthServer:
     def __init__(self, settings: Settings, store: Store, base_of: Callable[[Scope], str]) -> None:
         self.settings = settings
@@ -167,8 +173,6 @@ class AuthServer:
         return grant_of(row)
 
     def origin_allowed(self, origin: str) -> bool:
-        import time
-
         if self._origins is None or self._origins[0] < time.monotonic():
             found = {o.strip().rstrip("/") for o in self.settings.cors_origins.split(",") if o.strip()}
             for client in self.db.clients():
@@ -297,6 +301,8 @@ class AuthServer:
         if not data.get("username"):
             return HTMLResponse(pages.login_page(pending, client))
         pid = str(form.get("patient_id") or form.get("patient") or "").strip()
+        if not _may_choose_patients(data.get("fhir_user")):
+            return HTMLResponse(pages.error_page("a patient user cannot choose another patient"), 403)
         found = await self.store.read("Patient", pid) if pid else None
         if found is None or found.deleted:
             return HTMLResponse(pages.patient_page(pending, await self._patients()), 400)
@@ -396,7 +402,8 @@ class AuthServer:
         if client.kind == "public":
             raise OAuthError("unauthorized_client", "public clients cannot use client_credentials", status=400)
         requested = split(form.get("scope"))
-        bad = [s for s in requested if (parse_clinical(s) is None or parse_clinical(s).context != "system")]  # type: ignore[union-attr]
+        parsed = [(s, parse_clinical(s)) for s in requested]
+        bad = [s for s, c in parsed if c is None or c.context != "system"]
         if not requested or bad:
             raise OAuthError("invalid_scope", "client_credentials takes system/ scopes only"
                              + (f" (not {' '.join(bad)})" if bad else ""))
@@ -454,6 +461,8 @@ class AuthServer:
         user = self.db.user(form.get("username", ""))
         if user is None or not verify_password(form.get("password", ""), user.password_hash):
             return HTMLResponse(pages.launcher_page(clients, "wrong user name or password"), 401)
+        if not _may_choose_patients(user.fhir_user):
+            return HTMLResponse(pages.launcher_page(clients, "only clinical staff may launch apps for a patient"), 403)
         client = self.db.client(form.get("client_id", ""))
         if client is None or not client.launch_url:
             return HTMLResponse(pages.launcher_page(clients, "choose a registered app with a launch URL"), 400)

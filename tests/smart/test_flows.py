@@ -486,3 +486,18 @@ def test_asymmetric_client_in_the_authorization_code_flow(smart: Smart) -> None:
     token = app.fetch_token(smart.ep.token, authorization_response=location, code_verifier=verifier)
     app.close()
     assert token["patient"] == "pa"
+
+
+def test_a_patient_user_cannot_pick_or_launch_another_patient(smart: Smart) -> None:
+    r = httpx.post(f"{smart.ep.root}/auth/launcher", data={
+        "username": "alice", "password": PASSWORD, "client_id": smart.public_id, "patient": "pb"})
+    assert r.status_code == 403 and "location" not in r.headers
+    app, url, _ = authorization_url(smart.ep, smart.public_id, "launch/patient patient/*.rs")
+    app.close()
+    with httpx.Client() as browser:
+        html = browser.get(url).text
+        consent = browser.post(f"{smart.ep.root}/auth/login", data={"pending": pending_of(html), "username": "alice",
+                                                                    "password": PASSWORD}).text
+        assert "Allow access?" in consent and "Patient/pa" in consent  # her own record, no picker
+        r = browser.post(f"{smart.ep.root}/auth/patient", data={"pending": pending_of(consent), "patient": "pb"})
+        assert r.status_code == 403
