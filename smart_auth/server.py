@@ -317,6 +317,10 @@ class AuthServer:
         pending, data, client, _ = got
         if not data.get("username"):
             return HTMLResponse(pages.login_page(pending, client))
+        user = data.get("fhir_user") or ""
+        if data.get("patient") and not _may_choose_patients(user) and user.split("/", 1)[1] != data["patient"]:
+            # whatever the path here (an EHR launch opened by someone else), a patient acts for herself only
+            return HTMLResponse(pages.error_page("this sign-in is for another patient"), 403)
         form = await read_form(request)
         self.db.drop_item("pending", pending)
         params: dict[str, str] = {}

@@ -501,3 +501,20 @@ def test_a_patient_user_cannot_pick_or_launch_another_patient(smart: Smart) -> N
         assert "Allow access?" in consent and "Patient/pa" in consent  # her own record, no picker
         r = browser.post(f"{smart.ep.root}/auth/patient", data={"pending": pending_of(consent), "patient": "pb"})
         assert r.status_code == 403
+
+
+def test_an_ehr_launch_cannot_be_taken_over_by_a_patient_user(smart: Smart) -> None:
+    r = httpx.post(f"{smart.ep.root}/auth/launcher", data={
+        "username": "drwho", "password": PASSWORD, "client_id": smart.public_id, "patient": "pb"})
+    launch = code_of(r.headers["location"])["launch"]
+    app, url, _ = authorization_url(smart.ep, smart.public_id, "launch patient/*.rs", launch=launch)
+    app.close()
+    with httpx.Client() as browser:
+        consent = browser.get(url).text
+        pending = pending_of(consent)
+        # alice signs in over the clinician's pending authorization: the consent is refused
+        browser.post(f"{smart.ep.root}/auth/login", data={"pending": pending, "username": "alice",
+                                                          "password": PASSWORD})
+        r = browser.post(f"{smart.ep.root}/auth/consent", data={"pending": pending, "scope": ["launch", "patient/*.rs"],
+                                                                "decision": "allow"})
+        assert r.status_code == 403 and "location" not in r.headers
