@@ -23,6 +23,9 @@ ALLOW_HEADERS = "Authorization, Content-Type, Accept, Prefer, If-Match, If-None-
 EXPOSE_HEADERS = "Location, ETag, Last-Modified, Content-Location, WWW-Authenticate"
 CORS_PATHS = ("/fhir", "/auth/token", "/auth/introspect", "/auth/revoke", "/auth/jwks", "/.well-known/",
               "/auth/smart-style.json")
+# SMART 2.2: the public discovery documents are open to every origin; the token endpoint and the FHIR API only to
+# the origins of registered apps (and AEGIS_CORS_ORIGINS)
+PUBLIC_PATHS = ("/.well-known/", "/fhir/.well-known/", "/fhir/metadata", "/auth/jwks", "/auth/smart-style.json")
 
 
 def _cors_path(path: str) -> bool:
@@ -33,7 +36,7 @@ async def gate(auth: Any, scope: Scope, receive: Receive, send: Send, fhir: App)
     path: str = scope["path"]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     origin = headers.get("origin")
-    cors = origin is not None and _cors_path(path) and auth.origin_allowed(origin)
+    cors = origin is not None and _cors_path(path) and (path.startswith(PUBLIC_PATHS) or auth.origin_allowed(origin))
     if scope["method"] == "OPTIONS" and origin is not None and "access-control-request-method" in headers:
         # a CORS preflight: answered here, before any authorization (browsers send it without credentials)
         out = [(b"vary", b"Origin"), (b"content-length", b"0")]

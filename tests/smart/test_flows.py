@@ -84,8 +84,16 @@ def test_cors_for_browser_apps(smart: Smart) -> None:
         assert r.headers["access-control-allow-origin"] == APP_ORIGIN
     r = httpx.post(smart.ep.token, data={"grant_type": "nope"}, headers={"Origin": APP_ORIGIN})
     assert r.headers["access-control-allow-origin"] == APP_ORIGIN
-    r = httpx.get(f"{smart.base}/metadata", headers={"Origin": "http://evil.example"})
+    # discovery is open to any origin (SMART 2.2); the token endpoint and the FHIR API are not
+    for url in (f"{smart.base}/.well-known/smart-configuration", f"{smart.base}/metadata",
+                f"{smart.ep.root}/auth/jwks"):
+        r = httpx.get(url, headers={"Origin": "http://other.example"})
+        assert r.headers["access-control-allow-origin"] == "http://other.example", url
+    r = httpx.post(smart.ep.token, data={"grant_type": "nope"}, headers={"Origin": "http://other.example"})
     assert "access-control-allow-origin" not in r.headers
+    pre = httpx.options(f"{smart.base}/Observation", headers={
+        "Origin": "http://other.example", "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in pre.headers
 
 
 def test_jwks_publishes_the_id_token_key(smart: Smart) -> None:
