@@ -3,7 +3,7 @@
 The interaction code is unchanged: it talks to this view as to any store. Each call is constrained before it reaches
 the backend, with tree nodes every backend already renders:
 
-* ``search``/``count``/``find``: the query tree is AND-ed with the grant's constraint for the type (or, at system
+* ``search``/``count``/``find`` (conditional matches, through the backend's own ``find``): the query tree is AND-ed with the grant's constraint for the type (or, at system
   level, per type), and the inner trees of chains and ``_has`` are constrained for the types they reach, so a
   query cannot even probe outside the grant;
 * ``referenced``/``referencing`` (``_include``, ``_revinclude``, ``$everything``): the candidates are re-selected by a
@@ -167,6 +167,13 @@ class GuardedStore(Store, WriteTx):
         if constrained is None:
             return SearchPage([], [], None, 0 if query.total else None)
         return await self.inner.search(constrained)
+
+    async def find(self, rtype: str, tree: Node, *, limit: int) -> Page:
+        """Conditional matches: the backend's own ``find`` (it may claim the criteria, as MongoDB does), constrained."""
+        constrained = await self._constrained(SearchQuery(rtype, tree), self.actions)
+        if constrained is None:
+            return Page([], None)
+        return await self.inner.find(rtype, constrained.tree, limit=limit)
 
     async def count(self, rtype: str | None, tree: Node) -> int:
         constrained = await self._constrained(SearchQuery(rtype, tree), self.actions)
