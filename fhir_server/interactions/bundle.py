@@ -168,30 +168,47 @@ def _patch_entry_body(entry: Entry) -> None:
         entry.body = body
 
 
-def _rewrite(node: Any, mapping: dict[str, str], conditional: dict[str, str]) -> Any:
+def _rewrite(node: Any, mapping: dict[str, str], found: set[str], sites: list[tuple[dict[str, Any], str]]) -> Any:
+    """A copy of ``node`` with its references to entries of the Bundle (``mapping``) rewritten, made in the same walk
+    that collects the conditional references (``Patient?identifier=…``) into ``found`` and, for those ``mapping``
+    does not rewrite, where they are (``sites``: a copied dict and its key) to fill in once resolved
+    (:func:`_fill_conditional`). One walk instead of two: with ~40 nodes per resource, walking is most of the cost
+    of the rewrite."""
+    if node.__class__ is dict:
+        return _rewrite_dict(node, mapping, found, sites)
     if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                out[key] = mapping.get(value) or conditional.get(value) or value
-            else:
-                out[key] = _rewrite(value, mapping, conditional)
-        return out
+        return _rewrite_dict(node, mapping, found, sites)
     if isinstance(node, list):
-        return [_rewrite(v, mapping, conditional) for v in node]
+        return [_rewrite(v, mapping, found, sites) for v in node]
     return node
 
 
-def _conditional_refs(node: Any, found: set[str]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and _CONDITIONAL_REF.fullmatch(value):
-                found.add(value)
+def _rewrite_dict(node: dict[str, Any], mapping: dict[str, str], found: set[str],
+                  sites: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        cls = value.__class__
+        if cls is dict:
+            out[key] = _rewrite_dict(value, mapping, found, sites)
+        elif key == "reference" and isinstance(value, str):
+            if "?" in value and _CONDITIONAL_REF.fullmatch(value):
+                found.add(value)  # resolved even when mapping rewrites it: an unresolvable one fails the Bundle
+                target = mapping.get(value)
+                out[key] = target or value
+                if not target:
+                    sites.append((out, key))
             else:
-                _conditional_refs(value, found)
-    elif isinstance(node, list):
-        for v in node:
-            _conditional_refs(v, found)
+                out[key] = mapping.get(value) or value
+        elif cls is str or cls is int or cls is bool:
+            out[key] = value
+        else:
+            out[key] = _rewrite(value, mapping, found, sites)
+    return out
+
+
+def _fill_conditional(sites: list[tuple[dict[str, Any], str]], conditional: dict[str, str]) -> None:
+    for container, key in sites:
+        container[key] = conditional.get(container[key]) or container[key]
 
 
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
@@ -339,10 +356,13 @@ async def batch_or_transaction(
             await _resolve_ids(resolver, others)
             mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in others
                        if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
-            conditional = await _resolve_conditional_refs(resolver, others)
+            found: set[str] = set()
+            sites: list[tuple[dict[str, Any], str]] = []
             for e in others:
                 if e.resource is not None:
-                    e.resource = _rewrite(e.resource, mapping, conditional)
+                    e.resource = _rewrite(e.resource, mapping, found, sites)
+            _fill_conditional(sites, await _resolve_conditional_refs(resolver, found))
+            for e in others:
                 await process(e)
             return done
 
@@ -403,10 +423,8 @@ async def _resolve_ids(tx: WriteTx, writes: list[Entry]) -> None:
                 e.assigned_id = e.path.split("/")[1] if "/" in e.path else None
 
 
-async def _resolve_conditional_refs(tx: WriteTx, writes: list[Entry]) -> dict[str, str]:
-    found: set[str] = set()
-    for e in writes:
-        _conditional_refs(e.resource, found)
+async def _resolve_conditional_refs(tx: WriteTx, found: set[str]) -> dict[str, str]:
+    """``found``: the conditional references of the Bundle's resources (collected by :func:`_rewrite`)."""
     resolved: dict[str, str] = {}
     for ref in sorted(found):
         rtype, _, query = ref.partition("?")

@@ -754,6 +754,29 @@ def _keys(expression: str, rtype: str) -> tuple[str, ...]:
     return tuple(sorted(keys)) if keys else ()
 
 
+def _composite_keys(expression: str, rtype: str, components: list[ComponentPlan]) -> tuple[str, ...]:
+    """Root keys of a composite. An alternative that is the root itself (``Observation`` in ``Observation |
+    Observation.component``) yields a value only when every component does on the resource, so the keys of its
+    last component, read as a path from the root, stand for it; other alternatives are navigation as usual."""
+    alternatives = split_union(expression)
+    if not alternatives or not components or compile_path(expression, rtype) is None:
+        return ()
+    keys: set[str] = set()
+    for alt in alternatives:
+        if alt == rtype:
+            parts = split_union(components[-1].expression)
+            if not parts:
+                return ()
+            alt = " | ".join(f"{rtype}.{part}" for part in parts)
+        if compile_path(alt, rtype) is None:
+            return ()
+        found = root_keys(alt, rtype)
+        if not found:
+            return ()
+        keys.update(found)
+    return tuple(sorted(keys))
+
+
 @lru_cache(maxsize=None)
 def plan_for(rtype: str) -> tuple[ParamPlan, ...]:
     """Compiled extraction plan of a resource type (every indexed parameter, in registry order)."""
@@ -777,7 +800,7 @@ def plan_for(rtype: str) -> tuple[ParamPlan, ...]:
                 components.append(ComponentPlan(definition.type, cexpr, cevaluate, cfast))
             else:
                 plans.append(ParamPlan(code, p.type, expression, evaluate, fast, tuple(components),
-                                       _keys(expression, rtype)))
+                                       _composite_keys(expression, rtype, components)))
             continue
         plans.append(ParamPlan(code, p.type, expression, evaluate, fast, (), _keys(expression, rtype)))
     return tuple(plans)
@@ -831,13 +854,7 @@ def extract(resource: dict[str, Any], *, reference_engine: bool = False) -> list
         component_memo[key] = (node[0], got)
         return got
 
-    for code, ptype, evaluate, components, keys in _hot_plan(rtype, reference_engine):
-        if keys:
-            for key in keys:
-                if key in resource:
-                    break
-            else:
-                continue
+    for code, ptype, evaluate, components in _selected_plan(rtype, reference_engine, tuple(resource)):
         nodes = evaluate(root_nodes, resource)
         if not nodes:
             continue
@@ -884,6 +901,33 @@ def _hot_plan(rtype: str, reference_engine: bool = False) -> tuple[_HotPlan, ...
                for c in p.components), ())
         for p in plan_for(rtype)
     )
+
+
+_SelectedPlan = tuple[str, str, Evaluator, tuple[ComponentPlan, ...]]
+# (type, reference engine) → the resource's top-level keys → the plans that can yield anything for them, in plan
+# order. Resources of a type come in few shapes (14 key tuples over 10,000 generated resources), so this replaces
+# ~45 per-parameter key tests of an Observation by one dict look-up. Bounded: a pathological stream of shapes
+# only stops being cached.
+_selections: dict[tuple[str, bool], dict[tuple[str, ...], tuple[_SelectedPlan, ...]]] = {}
+_SELECTIONS_PER_TYPE = 512
+
+
+def _selected_plan(rtype: str, reference_engine: bool, keys: tuple[str, ...]) -> tuple[_SelectedPlan, ...]:
+    per_type = _selections.get((rtype, reference_engine))
+    if per_type is None:
+        per_type = _selections.setdefault((rtype, reference_engine), {})
+    hit = per_type.get(keys)
+    if hit is not None:
+        return hit
+    present = frozenset(keys)
+    selected = tuple(
+        (code, ptype, evaluate, components)
+        for code, ptype, evaluate, components, plan_keys in _hot_plan(rtype, reference_engine)
+        if not plan_keys or not present.isdisjoint(plan_keys)
+    )
+    if len(per_type) < _SELECTIONS_PER_TYPE:
+        per_type[keys] = selected
+    return selected
 
 
 def _composite_values(components: tuple[ComponentPlan, ...], nodes: list[Node],

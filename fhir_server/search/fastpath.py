@@ -450,6 +450,9 @@ def root_keys(expression: str, rtype: str) -> frozenset[str] | None:
         if m.group(0) not in (rtype, "Resource", "DomainResource"):
             continue  # evaluates to nothing for this type
         step = _STEP.match(text, m.end())
+        if step is not None and step.group("url") is not None:
+            keys.add("extension")  # .extension('url') reads the root's "extension" array only
+            continue
         if step is None or step.group("name") is None:
             return None
         variants = element_variants(rtype, step.group("name"), None)
