@@ -28,7 +28,7 @@ def rotate(db: AuthDB) -> str:
 
 def ensure_current(db: AuthDB, max_age_days: int) -> None:
     active = [k for k in db.keys() if k[3] is None]
-    if not active or active[-1][2] < now() - max_age_days * 86400:
+    if not active or active[-1][2] <= now() - max_age_days * 86400:
         rotate(db)
 
 

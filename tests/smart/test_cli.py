@@ -94,3 +94,32 @@ def test_serve_warns_when_authorization_is_disabled(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "authorization is disabled" in server.log().lower()
+
+
+def test_signing_key_rotates_at_start_when_old_and_old_tokens_still_verify(tmp_path: Path) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from smart_auth.cli import add_user, register_client
+
+    db = AuthDB(tmp_path / "auth.db")
+    client, _ = register_client(db, "App", kind="public", redirect_uris=[REDIRECT],
+                                scope="openid fhirUser launch/patient patient/*.rs")
+    add_user(db, "doc", "pw", "Practitioner/d1")
+    server = ServerProcess(tmp_path, env={"AEGIS_SIGNING_KEY_MAX_AGE_DAYS": "0"}, auth=True)
+    server.start()
+    try:
+        ep = Endpoints(server.base)
+        token = standalone_token(ep, client.client_id, "openid fhirUser", "doc", "pw")
+        first = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
+    finally:
+        server.stop()
+    server.start()  # a key older than 0 days: rotated at start
+    try:
+        keys = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
+        assert len(keys) == len(first) + 1
+        verified = jwt.decode(token["id_token"], KeySet.import_key_set({"keys": keys}), algorithms=["RS256"])
+        assert verified.claims["fhirUser"] == f"{server.base}/Practitioner/d1"
+        assert verified.header["kid"] != keys[-1]["kid"]  # signed by the retired key, still published
+    finally:
+        server.stop()
