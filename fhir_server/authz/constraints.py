@@ -13,7 +13,8 @@ Context rules (where SMART leaves the choice to the server):
   (:data:`SHARED_TYPES`: practitioners, organisations, locations, medications, terminology…); any other type
   (a stored Bundle, a Group of patients, …) could carry other patients' data and is refused.
 * ``user/`` scopes: a user whose ``fhirUser`` is a Patient is held to that patient's compartment like a patient
-  scope; any other user (practitioners, staff) is not restricted by context — Aegis has no care-team model yet.
+  scope; a RelatedPerson user gets nothing (no model yet of whom they act for); any other user (practitioners,
+  staff, users without ``fhirUser``) is not restricted by context — Aegis has no care-team model yet.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def _context(grant: Grant, scope: ClinicalScope, rtype: str) -> Node:
     user = grant.fhir_user or ""
     if user.startswith("Patient/"):
         return _patient_context(user.split("/", 1)[1], rtype)
+    if user.startswith("RelatedPerson/"):
+        return MatchNone()  # no model yet of whom a related person may act for: fail closed
     return MatchAll()
 
 

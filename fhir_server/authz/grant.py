@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from smart_auth.scopes import ClinicalScope, parse_clinical, split
 
@@ -18,11 +19,16 @@ class Grant:
     @classmethod
     def from_scope_text(cls, scope: str, *, patient: str | None = None, fhir_user: str | None = None,
                         client_id: str = "", subject: str = "") -> Grant:
-        clinical = tuple(s for s in (parse_clinical(t) for t in split(scope)) if s is not None)
-        return cls(clinical, patient, fhir_user, client_id, subject)
+        return cls(_clinical(scope), patient, fhir_user, client_id, subject)
 
     def allows_any(self, rtype: str | None, actions: str) -> bool:
         """Whether some scope grants one of ``actions`` on ``rtype`` (None: on some type)."""
         if rtype is None:
             return any(any(a in s.actions for a in actions) for s in self.scopes)
         return any(s.allows(rtype, actions) for s in self.scopes)
+
+
+@lru_cache(maxsize=4096)
+def _clinical(scope: str) -> tuple[ClinicalScope, ...]:
+    # every request parses its token's scope text: tokens share a handful of scope strings
+    return tuple(s for s in (parse_clinical(t) for t in split(scope)) if s is not None)

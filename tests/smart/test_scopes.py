@@ -52,6 +52,8 @@ def test_user_context_depends_on_the_user() -> None:
     assert constraint(Grant.from_scope_text("user/*.rs", fhir_user="Practitioner/d"), "Observation", "s") == MatchAll()
     assert constraint(Grant.from_scope_text("user/*.rs", fhir_user="Patient/p2"), "Observation", "s") == \
         CompartmentQ("Patient", "p2", "Observation")
+    assert constraint(Grant.from_scope_text("user/*.rs", fhir_user="RelatedPerson/r"), "Observation", "s") == \
+        MatchNone()
 
 
 def test_granular_scopes_are_or_ed_and_and_ed_with_the_context() -> None:
