@@ -164,8 +164,8 @@ class Indexer:
                     chunk = rids[i:i + _IDS_PER_LOOKUP]
                     page = await self.store.search(SearchQuery(rtype, IdIn(tuple(chunk)), count=len(chunk)))
                     for version, key in zip(page.versions, page.keys):
-                        if version.vid >= pending[(rtype, rid := version.rid)]:
-                            out[(rtype, rid)] = (version, key)
+                        if version.vid >= pending[(rtype, version.rid)]:
+                            out[(rtype, version.rid)] = (version, key)
                     missing = [r for r in chunk if (rtype, r) not in out]
                     reads = await asyncio.gather(*[self.store.read(rtype, r) for r in missing])
                     for rid, version in zip(missing, reads):

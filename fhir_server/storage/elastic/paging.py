@@ -1,15 +1,16 @@
 """Sorting and keyset paging over Elasticsearch with ``search_after``, with the cursor semantics of the stores.
 
-Order: per sort key "has a value" before "has none" (resources without a value sort last in either direction, as
-in the SQLite and MongoDB stores), values in the key's direction, then the primary store's key ``k`` (creation
-order). Elasticsearch would place missing values itself, but then a cursor row without a value has no value to
-continue after that survives a JSON cursor (which holds numbers and strings only). So the result is read in
-*partitions* — each combination of present/absent per optional sort key, in result order — each an ``exists``
-filter plus a plain sort over the present keys and ``k``, with ``search_after`` inside the cursor's partition.
-Cursors are ``(mask, value…, k)`` with bit j of ``mask`` set when the row had no value for key j (its value is then
-0): the same shape as the MongoDB store's, so a page cursor stays meaningful when a search falls back to it.
+Order: per sort key, in turn, "has a value" before "has none" (resources without a value sort last in either
+direction, as in the SQLite and MongoDB stores) and values in the key's direction; then the primary store's key
+``k`` (creation order). That is Elasticsearch's own ``missing: _last`` per key, so one request reads a page.
 
-A backward page (``before``) reads the same partitions in reverse order with every sort reversed.
+Cursors are ``(mask, value…, k)``: bit j of ``mask`` is set when the row had no value for key j (its value is then
+0), because a JSON cursor holds numbers and strings only, while Elasticsearch reports a missing value as ``null``
+(keywords), ``±Long.MAX`` (longs) or ``±Infinity`` (doubles) and wants the same back in ``search_after``. The shape is
+the MongoDB store's, so a page cursor stays meaningful when a search falls back to it.
+
+A backward page (``before``) reverses every sort (missing values then come *first*, which is the same sentinel for
+``search_after``), reads from the cursor, and the caller reverses the rows.
 """
 
 from __future__ import annotations
@@ -64,50 +65,48 @@ def check_cursor(cursor: tuple[Any, ...], specs: list[SortSpec]) -> tuple[Any, .
     return cursor
 
 
-def partitions(specs: list[SortSpec]) -> list[int]:
-    """Every mask of missing sort values that can occur, in result order (key 1's presence most significant)."""
-    optional = [j for j, s in enumerate(specs) if s.optional]
-    masks = []
-    for n in range(1 << len(optional)):
-        mask = 0
-        for bit, j in enumerate(optional):
-            if n >> (len(optional) - 1 - bit) & 1:
-                mask |= 1 << j
-        masks.append(mask)
-    return masks
+_LONG_MAX, _LONG_MIN = 2**63 - 1, -(2**63)
 
 
-def partition_filters(mask: int, specs: list[SortSpec]) -> list[dict[str, Any]]:
+def _missing_sentinel(spec: SortSpec) -> Any:
+    """What Elasticsearch reports (and takes in ``search_after``) for a missing value of ``spec``: the value that
+    sorts last in the key's own direction (and first when reversed, which is the same value)."""
+    if spec.unmapped_type == "keyword":
+        return None
+    if spec.unmapped_type == "long":
+        return _LONG_MIN if spec.descending else _LONG_MAX
+    return "-Infinity" if spec.descending else "Infinity"
+
+
+def _is_missing(value: Any, spec: SortSpec) -> bool:
+    return value is None or (spec.numeric and value in (_LONG_MAX, _LONG_MIN, "Infinity", "-Infinity"))
+
+
+def es_sort(specs: list[SortSpec], backwards: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for j, spec in enumerate(specs):
-        if not spec.optional:
-            continue
-        exists = {"exists": {"field": spec.field}}
-        out.append({"bool": {"must_not": [exists]}} if mask >> j & 1 else exists)
-    return out
-
-
-def es_sort(mask: int, specs: list[SortSpec], backwards: bool) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for j, spec in enumerate(specs):
-        if not mask >> j & 1:
-            order = "desc" if spec.descending != backwards else "asc"
-            out.append({spec.field: {"order": order, "unmapped_type": spec.unmapped_type}})
+    for spec in specs:
+        order = "desc" if spec.descending != backwards else "asc"
+        out.append({spec.field: {"order": order, "missing": "_first" if backwards else "_last",
+                                 "unmapped_type": spec.unmapped_type}})
     out.append({"k": {"order": "desc" if backwards else "asc"}})
     return out
 
 
 def search_after(cursor: tuple[Any, ...], specs: list[SortSpec]) -> list[Any]:
-    """The cursor's sort values as ``search_after`` takes them (present keys only, then ``k``)."""
+    """The cursor's sort values as ``search_after`` takes them (missing ones as Elasticsearch's sentinels)."""
     mask = cursor[0]
-    return [cursor[1 + j] for j in range(len(specs)) if not mask >> j & 1] + [cursor[-1]]
+    values = [_missing_sentinel(spec) if mask >> j & 1 else cursor[1 + j] for j, spec in enumerate(specs)]
+    return [*values, cursor[-1]]
 
 
-def cursor_of(mask: int, sort_values: list[Any], specs: list[SortSpec]) -> tuple[Any, ...]:
-    """The cursor of a hit read in partition ``mask`` from its ``sort`` values."""
-    values = iter(sort_values)
-    out: list[Any] = [mask]
-    for j in range(len(specs)):
-        out.append(0 if mask >> j & 1 else next(values))
-    out.append(next(values))
-    return tuple(out)
+def cursor_of(sort_values: list[Any], specs: list[SortSpec]) -> tuple[Any, ...]:
+    """The cursor of a hit, from its ``sort`` values."""
+    mask = 0
+    out: list[Any] = []
+    for j, spec in enumerate(specs):
+        value = sort_values[j]
+        if spec.optional and _is_missing(value, spec):
+            mask |= 1 << j
+            value = 0
+        out.append(value)
+    return (mask, *out, sort_values[-1])

@@ -15,7 +15,8 @@ A search:
    matching sources' references, the distinct resources they point at (again at most ``max_join``), which become
    ``terms`` on the document key. Bounding the *targets* rather than the sources lets ``_has`` over many sources
    that point at few resources (every Observation of a code → its patients) stay cheap;
-3. renders the tree (:mod:`.render`) and reads the page with ``search_after`` (:mod:`.paging`).
+3. renders the tree (:mod:`.render`) and reads the page in one request, ``search_after`` the cursor
+   (:mod:`.paging`).
 
 When Elasticsearch is unreachable, the indexer has not yet drained the backlog it found at start, the wait runs
 out, or a tree holds something the renderer cannot express, the primary store answers the search itself (same
@@ -313,25 +314,12 @@ class SearchStore(Store):
         need = query.count + 1
         rows: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         if query.count > 0:
-            masks = paging.partitions(specs)
-            if backwards:
-                masks.reverse()
-            start = masks.index(cursor[0]) if cursor is not None and cursor[0] in masks else 0
-            for mask in masks[start:]:
-                body: dict[str, Any] = {
-                    "query": all_of([base, *paging.partition_filters(mask, specs)]),
-                    "sort": paging.es_sort(mask, specs, backwards),
-                    "size": need - len(rows),
-                    "track_total_hits": False,
-                    "_source": SOURCE_FIELDS,
-                }
-                if cursor is not None and mask == cursor[0]:
-                    body["search_after"] = paging.search_after(cursor, specs)
-                response = await self._request("search", index=index, **body)
-                for hit in response["hits"]["hits"]:
-                    rows.append((paging.cursor_of(mask, hit["sort"], specs), hit["_source"]))
-                if len(rows) >= need:
-                    break
+            body: dict[str, Any] = {"query": base, "sort": paging.es_sort(specs, backwards), "size": need,
+                                    "track_total_hits": False, "_source": SOURCE_FIELDS}
+            if cursor is not None:
+                body["search_after"] = paging.search_after(cursor, specs)
+            response = await self._request("search", index=index, **body)
+            rows = [(paging.cursor_of(hit["sort"], specs), hit["_source"]) for hit in response["hits"]["hits"]]
         total = await self._count(query.rtype, resolved) if query.total else None
         more = len(rows) > query.count
         rows = rows[: query.count]
