@@ -7,8 +7,8 @@ server without it and check that recovery left every transaction whole or absent
 one comparison. The points:
 
 * ``group-commit.before-commit`` / ``group-commit.after-commit``: every store (:mod:`.group_commit`);
-* ``mongo.versions-written``, ``mongo.commit-recorded``, ``mongo.current-chunk``, ``mongo.published-chunk``: the
-  steps of the MongoDB commit protocol (:mod:`.mongo.commit`).
+* ``mongo.versions-written``, ``mongo.ticket-taken``, ``mongo.commit-recorded``, ``mongo.current-chunk``,
+  ``mongo.published-chunk``: the steps of the MongoDB commit protocol (:mod:`.mongo.commit`).
 """
 
 from __future__ import annotations

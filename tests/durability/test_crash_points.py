@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fhir_server.storage import open_store_from_url
 from fhir_server.storage.faults import ENV
 from tests.conftest import requires
 from tests.support.server import ServerProcess, store_args
@@ -34,6 +35,7 @@ CRASH_POINTS = [
     ("group-commit.before-commit", 3),
     ("group-commit.after-commit", 3),
     ("mongo.versions-written", 3),
+    ("mongo.ticket-taken", 3),
     ("mongo.commit-recorded", 3),
     ("mongo.current-chunk", 4),
     ("mongo.published-chunk", 5),
@@ -103,6 +105,26 @@ def _history(client: httpx.Client) -> list[dict[str, object]]:
     return out
 
 
+def _store_url(server: ServerProcess) -> str:
+    args = server.args
+    return args[args.index("--store") + 1] if "--store" in args else f"sqlite:///{server.data_dir / 'aegis.db'}"
+
+
+async def _outbox(url: str) -> set[tuple[str, str, int]]:
+    """Every event of the store's outbox, read to the end by a fresh consumer."""
+    store = open_store_from_url(url)
+    await store.open()
+    try:
+        seen: list[tuple[str, str, int]] = []
+        while events := await store.outbox_read("crash-test", limit=500):
+            seen += [(e.rtype, e.rid, e.vid) for e in events]
+            await store.outbox_ack("crash-test", events[-1].seq)
+    finally:
+        await store.close()
+    assert len(seen) == len(set(seen)), "an event was handed out twice"
+    return set(seen)
+
+
 def _verify(server: ServerProcess, tried: set[str], acked: set[str]) -> dict[str, int]:
     with httpx.Client(base_url=server.base, timeout=60) as client:
         versions = _history(client)
@@ -170,6 +192,12 @@ def test_crash_in_the_middle_of_transactions(backend: str, point: str, tmp_path:
         server.env = {}
         server.start()
         counts = _verify(server, tried, acked)
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            stored = {(r["resourceType"], r["id"], int(r["meta"]["versionId"])) for r in _history(client)}  # type: ignore[index,call-overload]
+        server.stop()
+        # the outbox agrees with what is visible: one event per version, none for a transaction that did not happen
+        events = asyncio.run(_outbox(_store_url(server)))
+        assert events == stored, f"outbox and history differ: {len(events - stored)} extra, {len(stored - events)} missing"
     finally:
         server.stop()
     print(f"{backend} {point}: {counts}")

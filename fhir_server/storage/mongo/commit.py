@@ -7,10 +7,11 @@ standalone ``mongod`` have none. So a batch of writes is published by one atomic
    id>``). Readers of ``versions`` ignore tagged documents. The ``_id`` is ``"<type>/<id>/<vid>"``, so a second
    writer of the same version fails here with a duplicate key (:class:`~resources.outcome.Conflict`, 409), before
    anything is visible.
-2. **Commit record.** One document ``{_id: <tx id>, st: "c", hi, ev: [events]}`` is inserted into ``commits``. This
+2. **Commit record.** One document ``{_id: <tx id>, st: "c", o, ev: [events]}`` is inserted into ``commits``. This
    insert is the commit point: once it exists the transaction has happened. The same document is the outbox entry of
-   the transaction (``ev`` lists its events, ``hi`` orders it for consumers), so the outbox is written in the same
-   atomic step as the commit and cannot disagree with it.
+   the transaction (``ev`` lists its events; ``o``, a ticket taken just before, orders it for consumers across
+   processes: :mod:`.outbox`), so the outbox is written in the same atomic step as the commit and cannot disagree
+   with it.
 3. **Roll forward.** The ``current`` documents (pointer, body and search index of each resource) are replaced by
    the new versions: inserted for new resources, and replaced with a compare-and-set on the version id they had
    (``{_id, v: <previous vid>}``) for existing ones, so a roll-forward never goes backwards and can run twice.
@@ -64,6 +65,7 @@ from fhir_server.storage.faults import crash_point
 from fhir_server.storage.group_commit import Batch, StorageUnavailable
 from fhir_server.storage.mongo import schema
 from fhir_server.storage.mongo.claims import Claims
+from fhir_server.storage.mongo.outbox import Tickets
 from resources import jsonio
 from resources.outcome import Conflict
 
@@ -156,6 +158,8 @@ class Protocol:
         # j:true on the publishing write; keep any w the URL asked for (w:majority on a replica set)
         self._durable = WriteConcern(w=wc.get("w"), wtimeout=wc.get("wtimeout"), j=True)
         self.unsettled: set[ObjectId] = set()  # committed here, roll-forward interrupted by an error
+        self.tickets = Tickets(db, writer_id)
+        self._stuck_ticket: int | None = None  # a ticket whose release failed (it holds the outbox back)
 
     # ---- the happy path ------------------------------------------------------------------------------------------
 
@@ -164,8 +168,13 @@ class Protocol:
         tx = ObjectId()
         await self._insert_versions(tx, writes)
         crash_point("mongo.versions-written")
-        record = {"_id": tx, "st": "c", "hi": max(w.seq for w in writes), "w": self.writer_id,
-                  "at": writes[0].last_updated,
+        try:
+            ticket = await self.tickets.take()  # the commit's place in the outbox (.outbox)
+        except PyMongoError as exc:
+            await self._discard_quietly(tx)
+            raise StorageUnavailable(f"the write could not be committed: {exc}") from exc
+        crash_point("mongo.ticket-taken")
+        record = {"_id": tx, "st": "c", "o": ticket, "w": self.writer_id, "at": writes[0].last_updated,
                   "ev": [{"s": w.seq, "t": w.rtype, "i": w.rid, "v": w.vid, "o": w.op, "at": w.last_updated}
                          for w in writes]}
         try:
@@ -173,14 +182,18 @@ class Protocol:
         except DuplicateKeyError:
             # recovery in another process took this writer for dead and aborted the transaction: it never happened
             await self._discard(tx)
+            await self._release(ticket)
             raise StorageUnavailable("the transaction was aborted by recovery in another server process "
                                      "(this one looked dead); nothing was written") from None
         except PyMongoError as exc:
             # the commit record may or may not have been written: find out, then finish or abort
-            if await self._settle_after_error(tx):
+            settled = await self._settle_after_error(tx)
+            await self._release(ticket)  # (after the fate is decided: no record can appear behind it any more)
+            if settled:
                 return
             raise StorageUnavailable(f"the write could not be committed: {exc}") from exc
         crash_point("mongo.commit-recorded")
+        await self._release(ticket)
         try:
             await self._roll_forward(writes)
             await self._publish(tx, [f"{w.rtype}/{w.rid}/{w.vid}" for w in writes])
@@ -274,12 +287,29 @@ class Protocol:
             raise StorageUnavailable(f"the outcome of the write is unknown ({exc}); the store settles it when "
                                      "the database is reachable again") from exc
 
+    async def _release(self, ticket: int) -> None:
+        """Unregister a ticket in flight; a failure keeps it for :meth:`settle_own` (it holds the outbox back
+        meanwhile, which is safe)."""
+        try:
+            await self.tickets.done(ticket)
+            self._stuck_ticket = None
+        except PyMongoError:
+            self._stuck_ticket = ticket
+
+    async def release_stuck(self) -> None:
+        """Retry releasing a ticket whose release failed (the heartbeat calls this: an idle writer must not hold
+        the outbox back)."""
+        if self._stuck_ticket is not None:
+            await self._release(self._stuck_ticket)
+
     async def settle_own(self) -> None:
         """Finish transactions of this process whose roll-forward an error interrupted (before the next batch, so
-        ``current`` never skips a version)."""
+        ``current`` never skips a version), and release a ticket left in flight."""
         for tx in list(self.unsettled):
             await self.finish(tx)
             self.unsettled.discard(tx)
+        if self._stuck_ticket is not None:
+            await self._release(self._stuck_ticket)
 
     # ---- recovery ------------------------------------------------------------------------------------------------
 

@@ -16,10 +16,12 @@
     can never both store version *n* of a resource. ``s`` is the global sequence number (history order, cursors,
     outbox positions); ``p``/``w`` name the transaction and writer while the version is not yet published.
 ``commits`` — the transaction log, which is also the outbox: one document per committed batch
-    (``_id`` = transaction id, ``st: "c"``, ``hi`` = its largest seq, ``ev`` = its events), or an abort marker
-    (``st: "a"``). See :mod:`.commit`.
+    (``_id`` = transaction id, ``st: "c"``, ``o`` = its outbox ticket, ``ev`` = its events), or an abort marker
+    (``st: "a"``). See :mod:`.commit` and :mod:`.outbox`. ``claims`` — criteria claims of conditional matches in
+    progress (:mod:`.claims`).
 ``consumers`` — outbox positions (``_id`` = consumer name, ``pos``). ``writers`` — one document per running store
-    process (liveness, for recovery). ``meta`` — the schema version and the writer-slot counter.
+    process (liveness, for recovery). ``meta`` — the schema version, the writer-slot counter and the outbox ticket
+    counter.
 
 Two layouts of the search index, chosen when the database is created and recorded in ``meta``:
 
@@ -63,7 +65,7 @@ from fhir_server.search.values import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: commit records ordered by outbox ticket ``o``
 
 FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "string": ("norm", "exact"),
@@ -239,7 +241,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("lu", ASCENDING)], name="last_updated"),
         IndexModel([("p", ASCENDING)], name="pending", sparse=True),
     ],
-    "commits": [IndexModel([("hi", ASCENDING)], name="outbox", sparse=True)],
+    "commits": [IndexModel([("o", ASCENDING)], name="outbox_ticket", sparse=True)],
 }
 
 
@@ -258,6 +260,7 @@ async def ensure(db: AsyncDatabase[dict[str, Any]]) -> str:
         found = await meta.find_one({"_id": "schema"})
         assert found is not None
     layout = str(found.get("layout", FIELDS))
+    await meta.update_one({"_id": "outbox"}, {"$setOnInsert": {"n": 0, "w": {}}}, upsert=True)
     if layout == FIELDS and not elem_match:
         raise RuntimeError("this database keeps its search index in fields queried with $elemMatch, which this "
                            "server does not support; serve it from MongoDB")

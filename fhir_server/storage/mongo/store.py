@@ -45,7 +45,7 @@ from fhir_server.storage.base import (
     Version,
     WriteTx,
 )
-from fhir_server.storage.mongo import plans, render, schema
+from fhir_server.storage.mongo import outbox, plans, render, schema
 from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
 from fhir_server.storage.mongo.claims import Claims
 from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
@@ -564,6 +564,7 @@ class MongoStore(_Reads, Store):
             await asyncio.sleep(self._lease / 4)
             try:
                 await self._register()
+                await self._protocol.release_stuck()
                 await self._forget_dead_writers()
             except PyMongoError as exc:
                 log.warning("heartbeat failed: %s", exc)
@@ -576,9 +577,19 @@ class MongoStore(_Reads, Store):
         async for doc in self._col("writers").find({"_id": {"$ne": self._writer_id}}):
             if not await self._dead(doc):
                 continue
-            await self._protocol.settle_writer(doc["_id"])
-            await self._col("claims").delete_many({"w": doc["_id"]})
+            await self._settle_dead(doc["_id"])
             await self._col("writers").delete_one({"_id": doc["_id"], "beat": doc.get("beat")})
+        # a ticket in flight whose writer is gone altogether (its liveness document dropped already)
+        for writer in await self._protocol.tickets.in_flight():
+            if ObjectId.is_valid(writer) and ObjectId(writer) != self._writer_id:
+                if await self._col("writers").find_one({"_id": ObjectId(writer)}, projection={"_id": 1}) is None:
+                    await self._settle_dead(ObjectId(writer))
+
+    async def _settle_dead(self, writer: ObjectId) -> None:
+        """What a dead writer left: its transactions settled, then its claims and its outbox ticket dropped."""
+        await self._protocol.settle_writer(writer)
+        await self._col("claims").delete_many({"w": writer})
+        await self._protocol.tickets.drop(writer)
 
     async def _dead(self, doc: Doc) -> bool:
         if doc.get("host") == self._host and not _process_alive(doc.get("pid"), doc.get("ps")):
@@ -622,14 +633,10 @@ class MongoStore(_Reads, Store):
 
     @_unavailable
     async def outbox_read(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
+        assert self._db is not None, "store is not open"
         pos_doc = await self._col("consumers").find_one({"_id": consumer})
         pos = int(pos_doc["pos"]) if pos_doc is not None else 0
-        records = await self._col("commits").find({"st": "c", "hi": {"$gt": pos}}, projection={"ev": 1}).sort(
-            "hi", 1).limit(limit).to_list()
-        events = [OutboxEvent(e["s"], e["t"], e["i"], e["v"], e["o"], e["at"]) for rec in records for e in rec["ev"]
-                  if e["s"] > pos]
-        events.sort(key=lambda e: e.seq)
-        return events[:limit]
+        return await outbox.read(self._db, pos, limit)
 
     @_unavailable
     async def outbox_ack(self, consumer: str, seq: int) -> None:
