@@ -526,3 +526,12 @@ def test_an_ehr_launch_cannot_be_taken_over_by_a_patient_user(smart: Smart) -> N
         r = browser.post(f"{smart.ep.root}/auth/consent", data={"pending": pending, "scope": ["launch", "patient/*.rs"],
                                                                 "decision": "allow"})
         assert r.status_code == 403 and "location" not in r.headers
+
+
+def test_401_follows_the_requested_format(smart: Smart) -> None:
+    r = httpx.get(f"{smart.base}/Patient", headers={"Accept": "application/fhir+xml"})
+    assert r.status_code == 401
+    assert r.headers["content-type"].startswith("application/fhir+xml")
+    assert "<OperationOutcome" in r.text
+    assert httpx.head(f"{smart.base}/Patient/pa").status_code == 401
+    assert httpx.head(f"{smart.base}/metadata").status_code == 200
