@@ -123,3 +123,22 @@ def test_signing_key_rotates_at_start_when_old_and_old_tokens_still_verify(tmp_p
         assert verified.header["kid"] != keys[-1]["kid"]  # signed by the retired key, still published
     finally:
         server.stop()
+
+
+def test_readme_quick_start_token_with_curl_like_requests(tmp_path: Path) -> None:
+    """The README's few commands: a symmetric client gets a system token with client_credentials and Basic auth."""
+    out = aegis("clients", "add", "Script", "--kind", "symmetric", "--scope", "system/*.rs", "--data-dir",
+                str(tmp_path))
+    client_id = out.stdout.split("client_id:")[1].split()[0]
+    secret = out.stdout.split("client_secret:")[1].split()[0]
+    server = ServerProcess(tmp_path, auth=True)
+    server.start()
+    try:
+        root = server.base.rsplit("/fhir", 1)[0]
+        r = httpx.post(f"{root}/auth/token", auth=(client_id, secret),
+                       data={"grant_type": "client_credentials", "scope": "system/*.rs"})
+        assert r.status_code == 200, r.text
+        got = httpx.get(f"{server.base}/Patient", headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+        assert got.status_code == 200 and got.json()["type"] == "searchset"
+    finally:
+        server.stop()
