@@ -227,8 +227,6 @@ class AuthServer:
 
         if p.get("response_type") != "code":
             return fail("unsupported_response_type", "response_type must be code")
-        if client.kind == "asymmetric" and not client.redirect_uris:
-            return fail("unauthorized_client", "this client is for backend services only")
         challenge, method = p.get("code_challenge", ""), p.get("code_challenge_method", "")
         if not challenge or method != "S256":
             return fail("invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
