@@ -25,6 +25,8 @@ PATHS = [
     "Observation", "Patient", "Condition", "Encounter", "Group", "Practitioner", "Organization",
     "Observation?_include=Observation:subject", "Observation?_include=Observation:patient",
     "Observation?_include=Observation:performer", "Observation?_include=*",
+    "Observation?_include=Observation:subject:Patient", "Patient?_revinclude=Observation:subject:Patient",
+    "Condition?_include=Condition:encounter&_include:iterate=Encounter:subject&_revinclude:iterate=Group:member",
     "Observation?_include=Observation:subject&_include:iterate=Patient:general-practitioner",
     "Observation?_include=Observation:subject&_include:iterate=Patient:organization",
     "Patient?_revinclude=Observation:subject", "Patient?_revinclude=Observation:patient",
@@ -188,6 +190,14 @@ def test_system_token_for_observations_sees_only_observations(smart: Smart, syst
     # chains cannot probe resources outside the grant (Patients here) either
     assert results["Observation?subject:Patient.family=Beta"][1] == set()
     assert results["Observation?patient.family=Alpha"][1] == set()
+
+
+def test_totals_count_only_what_the_grant_allows(smart: Smart, patient_token: str, granular_token: str) -> None:
+    for token, expected in ((patient_token, 2), (granular_token, 1)):
+        with smart.fhir(token) as fhir:
+            assert fhir.get("/Observation?_summary=count").json()["total"] == expected
+            assert fhir.get("/Observation?_total=accurate&_count=1").json()["total"] == expected
+            assert fhir.get("/Observation?_count=0").json()["total"] == expected
 
 
 def test_paging_links_keep_the_constraint(smart: Smart, patient_token: str) -> None:
