@@ -1,9 +1,8 @@
 """The authorization server's HTTP endpoints (a small Starlette app mounted by :class:`fhir_server.app.AegisApp`).
 
 ``/auth/authorize`` (GET and POST) → login page → patient picker (``launch/patient`` without a patient) → consent
-page (scopes may be unticked) → redirect with a one-time code. ``/auth/token`` serves ``authorization_code`` (PKCE
-S256 required), ``refresh_token`` (rotating; a narrower scope is honoured, a wider one refused) and
-``client_credentials`` (``private_key_jwt``). Then introspection (RFC 7662), revocation (RFC 7009), the JWKS, the
+page (scopes may be unticked) → redirect with a one-time code. ``/auth/token`` authenticates the client
+(:mod:`.client_auth`) and runs the grant (:mod:`.grants`). Then introspection (RFC 7662), revocation (RFC 7009), the JWKS, the
 discovery documents and the EHR launcher page. :meth:`AuthServer.bearer` is the FHIR side's token check.
 
 Errors before the client and redirect URI are known, and a wrong ``aud``, are shown to the user (HTML, 400) rather
@@ -12,15 +11,13 @@ than redirected: redirecting to an unverified URI would make the server an open 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -28,8 +25,8 @@ from starlette.routing import Route
 
 from fhir_server.authz.grant import Grant
 from fhir_server.settings import Settings
-from fhir_server.storage.base import SearchQuery, Store
 from fhir_server.search.tree import MatchAll
+from fhir_server.storage.base import SearchQuery, Store
 from resources import jsonio
 from resources.outcome import Unauthorized
 from smart_auth import keys, pages
@@ -37,9 +34,11 @@ from smart_auth.client_auth import authenticate
 from smart_auth.db import AuthDB, Client, now
 from smart_auth.discovery import openid_configuration, smart_configuration
 from smart_auth.errors import OAuthError
+from smart_auth.forms import read_form
+from smart_auth.grants import allowed_scopes, client_credentials, code_grant, refresh_grant
 from smart_auth.passwords import token_hash, verify_password
-from smart_auth.scopes import IDENTITY_SCOPES, parse_clinical, split
-from smart_auth.tokens import Lifetimes, active, grant_of, introspection, issue
+from smart_auth.scopes import parse_clinical, split
+from smart_auth.tokens import Lifetimes, active, grant_of, introspection
 
 log = logging.getLogger("aegis.auth")
 
@@ -47,39 +46,8 @@ PENDING_TTL = 600  # seconds a user has to sign in and consent
 CODE_TTL = 60
 LAUNCH_TTL = 300
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_VERIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 Scope = MutableMapping[str, Any]
-
-
-class Form:
-    """An ``application/x-www-form-urlencoded`` body (all OAuth endpoints and our pages post this)."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        self.pairs = pairs
-
-    def get(self, key: str, default: str | None = None) -> str | None:
-        for k, v in self.pairs:
-            if k == key:
-                return v
-        return default
-
-    def getlist(self, key: str) -> list[str]:
-        return [v for k, v in self.pairs if k == key]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(dict(self.pairs).items())
-
-
-async def read_form(request: Request) -> Form:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if ctype != "application/x-www-form-urlencoded" or not body:
-        return Form([])
-    try:
-        return Form(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return Form([])
 
 
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -92,21 +60,6 @@ def _oauth_error(exc: OAuthError) -> JSONResponse:
 
 def _with_query(url: str, params: dict[str, str]) -> str:
     return url + ("&" if urlsplit(url).query else "?") + urlencode(params)
-
-
-def allowed_scopes(client: Client, requested: list[str]) -> list[str]:
-    """The requested scopes this client may have: identity scopes, and clinical scopes within its registration."""
-    registered = [s for s in (parse_clinical(t) for t in split(client.scope)) if s is not None]
-    out: list[str] = []
-    for token in requested:
-        if token in IDENTITY_SCOPES or token in split(client.scope):
-            out.append(token)
-            continue
-        s = parse_clinical(token)
-        if s is not None and any(r.context == s.context and r.rtype in ("*", s.rtype) and not r.query
-                                 and set(s.actions) <= set(r.actions) for r in registered):
-            out.append(token)
-    return out
 
 
 def _may_choose_patients(fhir_user: str | None) -> bool:
@@ -344,77 +297,11 @@ class AuthServer:
             if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
             client = await authenticate(self.db, form, headers, token_url)
-            if grant_type == "authorization_code":
-                return _json(self._code_grant(client, form, self.base(request)))
-            if grant_type == "refresh_token":
-                return _json(self._refresh_grant(client, form, self.base(request)))
-            return _json(self._client_credentials(client, form, self.base(request)))
+            grant = {"authorization_code": code_grant, "refresh_token": refresh_grant,
+                     "client_credentials": client_credentials}[grant_type]
+            return _json(grant(self.db, self.lifetimes, client, form, self.base(request)))
         except OAuthError as exc:
             return _oauth_error(exc)
-
-    def _code_grant(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
-        data, replayed = self.db.take_code(token_hash(form.get("code", "")))
-        if data is None:
-            raise OAuthError("invalid_grant", "the code is unknown or expired")
-        if replayed:
-            # RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for
-            if data.get("family"):
-                self.db.revoke_family(data["family"])
-            raise OAuthError("invalid_grant", "the code was already used")
-        if data["client_id"] != client.client_id:
-            raise OAuthError("invalid_grant", "the code was issued to another client")
-        if form.get("redirect_uri") != data["redirect_uri"]:
-            raise OAuthError("invalid_grant", "redirect_uri differs from the authorization request's")
-        verifier = form.get("code_verifier", "")
-        if not verifier:
-            raise OAuthError("invalid_grant", "code_verifier is required (PKCE)")
-        if not 43 <= len(verifier) <= 128 or not set(verifier) <= _VERIFIER_CHARS or \
-                not hmac.compare_digest(create_s256_code_challenge(verifier), data["code_challenge"]):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge (S256)")
-        family = secrets.token_hex(16)
-        self._remember_family(form.get("code", ""), data, family)
-        context: dict[str, Any] = {k: data.get(k) for k in ("patient", "encounter", "username", "fhir_user")
-                                   if data.get(k)}
-        # an EHR shows its own patient banner; a standalone app must show one
-        context["need_patient_banner"] = not data.get("ehr")
-        scope = " ".join(data["scope"])
-        return issue(self.db, client_id=client.client_id, scope=scope, context=context, family=family,
-                     lifetimes=self.lifetimes, issuer=issuer, nonce=data.get("nonce"))
-
-    def _remember_family(self, code: str, data: dict[str, Any], family: str) -> None:
-        # so that a replay of this (now used) code can revoke the tokens it produced
-        self.db.set_code_family(token_hash(code), {**data, "family": family})
-
-    def _refresh_grant(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
-        row = active(self.db, form.get("refresh_token", ""), "refresh")
-        if row is None or row.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "the refresh token is unknown, expired, revoked or another client's")
-        granted = split(row.data.get("scope"))
-        scope = granted
-        if form.get("scope"):
-            scope = split(form["scope"])
-            if not set(scope) <= set(granted):
-                raise OAuthError("invalid_scope", "a refresh may narrow the granted scope, never widen it")
-        self.db.revoke_token(token_hash(form.get("refresh_token", "")))  # rotation: the old one is spent
-        context = {k: v for k, v in row.data.items() if k != "scope"}
-        return issue(self.db, client_id=client.client_id, scope=" ".join(scope), context=context, family=row.family,
-                     lifetimes=self.lifetimes, issuer=issuer)
-
-    def _client_credentials(self, client: Client, form: dict[str, str], issuer: str) -> dict[str, Any]:
-        if client.kind == "public":
-            raise OAuthError("unauthorized_client", "public clients cannot use client_credentials", status=400)
-        requested = split(form.get("scope"))
-        parsed = [(s, parse_clinical(s)) for s in requested]
-        bad = [s for s, c in parsed if c is None or c.context != "system"]
-        if not requested or bad:
-            raise OAuthError("invalid_scope", "client_credentials takes system/ scopes only"
-                             + (f" (not {' '.join(bad)})" if bad else ""))
-        scopes = allowed_scopes(client, requested)
-        if scopes != requested:
-            raise OAuthError("invalid_scope", "scopes beyond the client's registration: "
-                             + " ".join(s for s in requested if s not in scopes))
-        return issue(self.db, client_id=client.client_id, scope=" ".join(scopes), context={}, family=None,
-                     lifetimes=Lifetimes(self.lifetimes.access, 0, 0), issuer=issuer)
 
     # ---- introspection and revocation ------------------------------------------------------------------------------
 
