@@ -2,8 +2,8 @@
 
 ``/auth/authorize`` (GET and POST) → login page → patient picker (``launch/patient`` without a patient) → consent
 page (scopes may be unticked) → redirect with a one-time code. ``/auth/token`` authenticates the client
-(:mod:`.client_auth`) and runs the grant (:mod:`.grants`). Then introspection (RFC 7662), revocation (RFC 7009), the JWKS, the
-discovery documents and the EHR launcher page. :meth:`AuthServer.bearer` is the FHIR side's token check.
+(:mod:`.client_auth`) and runs the grant (:mod:`.grants`). Then introspection (RFC 7662), revocation (RFC 7009),
+the JWKS, the discovery documents and the EHR launcher page. :meth:`AuthServer.bearer` is the FHIR side's token check.
 
 Errors before the client and redirect URI are known, and a wrong ``aud``, are shown to the user (HTML, 400) rather
 than redirected: redirecting to an unverified URI would make the server an open redirector.
