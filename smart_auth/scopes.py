@@ -1,4 +1,4 @@
-"""SMART scopes as text → typed scopes: clinical scopes v1 and v2 (with granular queries) and the launch/identity ones.
+"""SMART scopes as text → typed scopes: clinical scopes v1 and v2 (with granular queries), launch/identity scopes.
 
 ``patient/Observation.read`` (v1) and ``patient/Observation.rs`` (v2) mean the same; v1 ``write`` is v2 ``cud``
 and ``*`` is ``cruds``. A v2 scope may carry a query (``patient/Observation.rs?category=laboratory``) that narrows

@@ -3,9 +3,9 @@
 The interaction code is unchanged: it talks to this view as to any store. Each call is constrained before it reaches
 the backend, with tree nodes every backend already renders:
 
-* ``search``/``count``/``find`` (conditional matches, through the backend's own ``find``): the query tree is AND-ed with the grant's constraint for the type (or, at system
-  level, per type), and the inner trees of chains and ``_has`` are constrained for the types they reach, so a
-  query cannot even probe outside the grant;
+* ``search``/``count``/``find`` (conditional matches, through the backend's own ``find``): the query tree is AND-ed
+  with the grant's constraint for the type (or, at system level, per type), and the inner trees of chains and
+  ``_has`` are constrained for the types they reach, so a query cannot even probe outside the grant;
 * ``referenced``/``referencing`` (``_include``, ``_revinclude``, ``$everything``): the candidates are re-selected by a
   constrained search (``IdIn`` AND constraint) on the store's index, so only resources inside the grant come back;
 * ``read``/``vread``/``history``: each version is checked against the same constraint by the in-memory matcher on

@@ -57,8 +57,8 @@ def test_user_context_depends_on_the_user() -> None:
 
 
 def test_granular_scopes_are_or_ed_and_and_ed_with_the_context() -> None:
-    grant = Grant.from_scope_text("patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs",
-                                  patient="p1")
+    grant = Grant.from_scope_text(
+        "patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs", patient="p1")
     node = constraint(grant, "Observation", "s")
     assert isinstance(node, Or) and len(node.items) == 2
     assert all(isinstance(item, And) and item.items[0] == CompartmentQ("Patient", "p1", "Observation")
