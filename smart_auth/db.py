@@ -231,6 +231,12 @@ class AuthDB:
         with self._tx() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE token_hash = ?", (token_hash,))
 
+    def spend_token(self, token_hash: str) -> bool:
+        """Revoke a live token; False when it was already revoked (two refreshes racing: only one wins)."""
+        with self._tx() as db:
+            return db.execute("UPDATE tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0",
+                              (token_hash,)).rowcount == 1
+
     def revoke_family(self, family: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE tokens SET revoked = 1 WHERE family = ?", (family,))

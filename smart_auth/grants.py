@@ -80,7 +80,8 @@ def refresh_grant(db: AuthDB, lifetimes: Lifetimes, client: Client, form: dict[s
         scope = split(form["scope"])
         if not set(scope) <= set(granted):
             raise OAuthError("invalid_scope", "a refresh may narrow the granted scope, never widen it")
-    db.revoke_token(token_hash(form.get("refresh_token", "")))  # rotation: the old one is spent
+    if not db.spend_token(token_hash(form.get("refresh_token", ""))):  # rotation: the old one is spent, once
+        raise OAuthError("invalid_grant", "the refresh token was already used")
     context = {k: v for k, v in row.data.items() if k != "scope"}
     return issue(db, client_id=client.client_id, scope=" ".join(scope), context=context, family=row.family,
                  lifetimes=lifetimes, issuer=issuer)
