@@ -73,6 +73,10 @@ def refresh_grant(db: AuthDB, lifetimes: Lifetimes, client: Client, form: dict[s
                   ) -> dict[str, Any]:
     row = active(db, form.get("refresh_token", ""), "refresh")
     if row is None or row.client_id != client.client_id:
+        spent = db.token(token_hash(form.get("refresh_token", "")))
+        if spent is not None and spent.kind == "refresh" and spent.client_id == client.client_id and spent.revoked:
+            # a rotated refresh token used again: someone holds a copy (RFC 9700 §4.14.2); end the whole grant
+            db.revoke_family(spent.family)
         raise OAuthError("invalid_grant", "the refresh token is unknown, expired, revoked or another client's")
     granted = split(row.data.get("scope"))
     scope = granted

@@ -220,10 +220,7 @@ def test_refresh_rotates_and_may_narrow_but_not_widen(smart: Smart) -> None:
     refreshed = app.refresh_token(smart.ep.token, refresh_token=first_refresh)
     assert refreshed["access_token"] != token["access_token"]
     assert refreshed["refresh_token"] != first_refresh and refreshed["patient"] == "pa"
-    # the old refresh token was spent by the rotation
-    r = httpx.post(smart.ep.token, data={"grant_type": "refresh_token", "refresh_token": first_refresh,
-                                         "client_id": smart.public_id})
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert isinstance(refreshed["expires_in"], int) and refreshed["token_type"] == "Bearer"
     narrower = app.refresh_token(smart.ep.token, refresh_token=refreshed["refresh_token"],
                                  scope="offline_access patient/Observation.rs")
     assert narrower["scope"] == "offline_access patient/Observation.rs"
@@ -234,6 +231,15 @@ def test_refresh_rotates_and_may_narrow_but_not_widen(smart: Smart) -> None:
                                          "client_id": smart.public_id,
                                          "scope": "offline_access patient/Observation.rs patient/*.cruds"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_scope"
+    # the first refresh token was spent by the rotation; using it again ends the whole grant (a copy is around)
+    r = httpx.post(smart.ep.token, data={"grant_type": "refresh_token", "refresh_token": first_refresh,
+                                         "client_id": smart.public_id})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    r = httpx.post(smart.ep.token, data={"grant_type": "refresh_token", "refresh_token": narrower["refresh_token"],
+                                         "client_id": smart.public_id})
+    assert r.status_code == 400
+    assert httpx.get(f"{smart.base}/Observation",
+                     headers={"Authorization": f"Bearer {narrower['access_token']}"}).status_code == 401
     app.close()
 
 
