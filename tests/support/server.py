@@ -101,6 +101,8 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         if not self.auth:
             env.setdefault("AEGIS_AUTH_DISABLED", "true")
+        elif "--insecure-no-auth" not in self.args:
+            env["AEGIS_AUTH_DISABLED"] = "false"  # authorization tests get it whatever the caller's environment says
         cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--log-level", "warning", *self.args]
         with open(self.log_path, "ab") as log:
