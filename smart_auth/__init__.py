@@ -2,4 +2,8 @@
 
 The FHIR side only sees :class:`fhir_server.authz.grant.Grant`, built from a token by :mod:`smart_auth.tokens`;
 how scopes become search-tree constraints lives in :mod:`fhir_server.authz`.
+
+FHIR-side message ids (range AEGIS-500..549): AEGIS-500 no access token (401), AEGIS-501 invalid, expired or revoked
+token (401), AEGIS-520 the token does not grant the interaction or the resource (403). The OAuth endpoints answer
+RFC 6749 errors (``{"error", "error_description"}``), not OperationOutcomes.
 """
