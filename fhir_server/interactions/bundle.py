@@ -169,41 +169,79 @@ def _patch_entry_body(entry: Entry) -> None:
 
 
 def _rewrite(node: Any, mapping: dict[str, str], found: set[str], sites: list[tuple[dict[str, Any], str]]) -> Any:
-    """A copy of ``node`` with its references to entries of the Bundle (``mapping``) rewritten, made in the same walk
-    that collects the conditional references (``Patient?identifier=…``) into ``found`` and, for those ``mapping``
-    does not rewrite, where they are (``sites``: a copied dict and its key) to fill in once resolved
-    (:func:`_fill_conditional`). One walk instead of two: with ~40 nodes per resource, walking is most of the cost
-    of the rewrite."""
+    """``node`` with its references to entries of the Bundle (``mapping``) rewritten, made in the same walk that
+    collects the conditional references (``Patient?identifier=…``) into ``found`` and, for those ``mapping`` does not
+    rewrite, where they are (``sites``: a copied dict and its key) to fill in once resolved (:func:`_fill_conditional`).
+
+    One walk instead of two, and copy-on-write: only the dicts and lists on the way to a changed reference are copied,
+    the rest is shared with the input (which is never modified). Copying every node of every resource of a large
+    Bundle cost as much again as the walk, in allocations and in the garbage collector's work."""
     if node.__class__ is dict:
         return _rewrite_dict(node, mapping, found, sites)
+    if node.__class__ is list:
+        return _rewrite_list(node, mapping, found, sites)
     if isinstance(node, dict):
         return _rewrite_dict(node, mapping, found, sites)
     if isinstance(node, list):
-        return [_rewrite(v, mapping, found, sites) for v in node]
+        return _rewrite_list(node, mapping, found, sites)
     return node
 
 
 def _rewrite_dict(node: dict[str, Any], mapping: dict[str, str], found: set[str],
                   sites: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] | None = None  # the copy, made at the first change
     for key, value in node.items():
         cls = value.__class__
-        if cls is dict:
-            out[key] = _rewrite_dict(value, mapping, found, sites)
-        elif key == "reference" and isinstance(value, str):
+        site = False
+        if key == "reference" and isinstance(value, str):
             if "?" in value and _CONDITIONAL_REF.fullmatch(value):
                 found.add(value)  # resolved even when mapping rewrites it: an unresolvable one fails the Bundle
-                target = mapping.get(value)
-                out[key] = target or value
-                if not target:
-                    sites.append((out, key))
+                new = mapping.get(value) or value
+                site = new is value  # filled in once resolved, so it changes too
             else:
-                out[key] = mapping.get(value) or value
-        elif cls is str or cls is int or cls is bool:
-            out[key] = value
+                new = mapping.get(value) or value
+                if new is value:
+                    continue
+        elif cls is dict:
+            new = _rewrite_dict(value, mapping, found, sites)
+            if new is value:
+                continue
+        elif cls is list:
+            new = _rewrite_list(value, mapping, found, sites)
+            if new is value:
+                continue
+        elif cls is str or cls is int or cls is bool or value is None:
+            continue
         else:
-            out[key] = _rewrite(value, mapping, found, sites)
-    return out
+            new = _rewrite(value, mapping, found, sites)
+            if new is value:
+                continue
+        if out is None:
+            out = dict(node)
+        out[key] = new
+        if site:
+            sites.append((out, key))
+    return node if out is None else out
+
+
+def _rewrite_list(node: list[Any], mapping: dict[str, str], found: set[str],
+                  sites: list[tuple[dict[str, Any], str]]) -> list[Any]:
+    out: list[Any] | None = None
+    for i, item in enumerate(node):
+        cls = item.__class__
+        if cls is dict:
+            new = _rewrite_dict(item, mapping, found, sites)
+        elif cls is list:
+            new = _rewrite_list(item, mapping, found, sites)
+        elif cls is str or cls is int or cls is bool or item is None:
+            continue
+        else:
+            new = _rewrite(item, mapping, found, sites)
+        if new is not item:
+            if out is None:
+                out = list(node)
+            out[i] = new
+    return node if out is None else out
 
 
 def _fill_conditional(sites: list[tuple[dict[str, Any], str]], conditional: dict[str, str]) -> None:

@@ -854,6 +854,7 @@ def extract(resource: dict[str, Any], *, reference_engine: bool = False) -> list
         component_memo[key] = (node[0], got)
         return got
 
+    memo_get = memo.get
     for code, ptype, evaluate, components in _selected_plan(rtype, reference_engine, tuple(resource)):
         nodes = evaluate(root_nodes, resource)
         if not nodes:
@@ -861,9 +862,23 @@ def extract(resource: dict[str, Any], *, reference_engine: bool = False) -> list
         if components:
             vals = _composite_values(components, nodes, component_values)
         else:
-            vals = values_of(ptype, nodes)
+            if len(nodes) == 1:
+                # convert() inlined for the common single node: ~25 parameters per resource take this path
+                data, tk = nodes[0]
+                key = (id(data), tk, ptype)
+                hit = memo_get(key)
+                if hit is None:
+                    vals = _converter(ptype, tk)(data, tk, resource)
+                    memo[key] = (data, vals)
+                else:
+                    vals = hit[1]
+            else:
+                vals = values_of(ptype, nodes)
             if ptype == "token":
-                _add_of_type(code, nodes, out)
+                for node in nodes:
+                    if node[1] == "Identifier":
+                        _add_of_type(code, nodes, out)
+                        break
         if not vals:
             continue
         if len(vals) == 1:
@@ -969,6 +984,11 @@ def text_content(resource: dict[str, Any]) -> tuple[str, str]:
         narrative = _narrative_text(text["div"])
     parts: list[str] = []
     _collect_strings(resource, parts, top=True)
+    joined = " ".join(parts)
+    if joined.isascii():
+        # all ASCII (nearly always): one lowercase-and-split over the whole text gives the same words, in the same
+        # order, as normalising part by part
+        return fast_normalize(narrative), " ".join(joined.lower().split())
     # part by part, so the ASCII shortcut applies to most parts (same result: normalising splits on whitespace)
     normalised = (fast_normalize(p) for p in parts)
     return fast_normalize(narrative), " ".join(p for p in normalised if p)
@@ -978,16 +998,34 @@ def _collect_strings(value: Any, parts: list[str], top: bool = False) -> None:
     if isinstance(value, str):
         parts.append(value)
     elif isinstance(value, dict):
+        append = parts.append
         for key, item in value.items():
-            if key == "div" and isinstance(item, str):
-                parts.append(_narrative_text(item))
+            cls = item.__class__
+            if cls is str:
+                if key == "div":
+                    append(_narrative_text(item))
+                elif key != "resourceType" or not top:
+                    append(item)
             elif key == "resourceType" and top:
                 continue
+            elif cls is dict or cls is list:
+                _collect_strings(item, parts)
+            elif cls is bool or cls is int or cls is FhirDecimal or cls is float or item is None:
+                continue  # holds no string
+            elif key == "div" and isinstance(item, str):  # anything else (a str or dict subclass): as always
+                append(_narrative_text(item))
             else:
                 _collect_strings(item, parts)
     elif isinstance(value, list):
         for item in value:
-            _collect_strings(item, parts)
+            cls = item.__class__
+            if cls is str:
+                parts.append(item)
+            elif cls is dict or cls is list:
+                _collect_strings(item, parts)
+            elif cls is not bool and cls is not int and cls is not FhirDecimal and cls is not float \
+                    and item is not None:
+                _collect_strings(item, parts)
 
 
 def fast_path_coverage(rtypes: Iterable[str]) -> dict[str, tuple[int, int]]:

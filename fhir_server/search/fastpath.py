@@ -224,6 +224,22 @@ def _child_step(name: str, only: str | None) -> _Step:
     cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def run(nodes: list[Node], root: dict[str, Any]) -> list[Node]:
+        if len(nodes) == 1:
+            # one input node and an element that is not a choice nor a resource: most steps of most expressions
+            data, tk = nodes[0]
+            if data.__class__ is not dict:
+                return []
+            variants = cache.get(tk)
+            if variants is None:
+                variants = cache[tk] = element_variants(tk, name, only)
+            if len(variants) == 1 and variants[0][1] != "Resource":
+                key, child = variants[0]
+                value = data.get(key)
+                if value is None:
+                    return []
+                if value.__class__ is list:
+                    return [(item, child) for item in value if item is not None]
+                return [(value, child)]
         out: list[Node] = []
         append = out.append
         dynamic = False  # a Resource-typed child whose type only its data tells
@@ -458,5 +474,9 @@ def root_keys(expression: str, rtype: str) -> frozenset[str] | None:
         variants = element_variants(rtype, step.group("name"), None)
         if not variants:
             return None
+        after = _STEP.match(text, step.end())
+        if after is not None and after.group("type") is not None:
+            # "value.ofType(Quantity)" is one fused step (see _build) that reads only the variants of that type
+            variants = element_variants(rtype, step.group("name"), after.group("type"))
         keys.update(key for key, _child in variants)
     return frozenset(keys)
