@@ -135,8 +135,10 @@ class Indexer:
                                   "version_type": "external_gte"}})
             ops.append(document(version, key))
             targets.append((rtype, rid, version.vid))
+        # a search waits for these writes: make them searchable in the same round trip
+        refresh = self.visibility.waiting > 0
         if ops:
-            response = await self.es.call("bulk", operations=ops, refresh=False)
+            response = await self.es.call("bulk", operations=ops, refresh=refresh)
             for (rtype, rid, vid), item in zip(targets, response["items"]):
                 result = item["index"]
                 status = result.get("status", 500)
@@ -144,10 +146,14 @@ class Indexer:
                     raise RetryBatch(f"{rtype}/{rid}: {result.get('error')}")
                 if status >= 400 and status != 409:  # 409: a newer version is indexed already
                     log.error("Elasticsearch refused %s/%s/_history/%s: %s", rtype, rid, vid, result.get("error"))
-                self.dirty.add(index_name(self.prefix, rtype))
+                if not refresh:
+                    self.dirty.add(index_name(self.prefix, rtype))
         for rtype, rid, vid in targets:
             self.visibility.indexed_version(rtype, rid, vid)
         self.visibility.batch_done()
+        if refresh and not self.dirty and not self._refresh_lock.locked():
+            # nothing else awaits a refresh (none in flight either): everything indexed is searchable
+            self.visibility.refreshed(self.visibility.indexed)
         self.indexed_total += len(targets)
 
     async def _current(self, wanted: dict[tuple[str, str], int]) -> dict[tuple[str, str], tuple[Version, int]]:

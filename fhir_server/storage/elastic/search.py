@@ -264,7 +264,11 @@ class SearchStore(Store):
             if remaining <= 0 or (down and self.fallback):
                 raise _Unsearchable(why)
             # notified when tickets are indexed or refreshed; polled for health and readiness
-            await vis.changed(min(remaining, 0.05))
+            vis.waiting += 1
+            try:
+                await vis.changed(min(remaining, 0.05))
+            finally:
+                vis.waiting -= 1
 
     def _failed(self, exc: Exception) -> Exception:
         if isinstance(exc, (_Unsearchable, FhirError)):

@@ -8,8 +8,9 @@ completes the tickets of a resource once it has indexed a version of it at least
 * ``indexed`` — every ticket up to it is in Elasticsearch (completed or cancelled);
 * ``visible`` — every ticket up to it is searchable: indexed *and* refreshed.
 
-A search takes ``target = issued`` when it starts and waits until ``visible >= target``, asking for a refresh once
-``indexed >= target`` (one refresh serves every search waiting at the time). Tickets are issued before the commit so
+A search takes ``target = issued`` when it starts and waits until ``visible >= target``. While searches wait, the
+indexer writes its next batch with ``refresh=true`` (one round trip makes it indexed and searchable); a search that
+finds its writes indexed but not refreshed asks for a refresh itself (one refresh serves every search waiting). Tickets are issued before the commit so
 that the indexer can never index a write before its ticket exists; a search that starts while a write is in flight
 may therefore wait for that write too, which only makes it fresher.
 
@@ -29,6 +30,7 @@ class Visibility:
         self.indexed = 0
         self.visible = 0
         self.ready = False
+        self.waiting = 0  # searches waiting for the indexer now (it then refreshes with its bulk request)
         self._outstanding: dict[int, tuple[str, str, int]] = {}  # ticket → (type, id, vid), in ticket order
         self._by_resource: dict[tuple[str, str], list[int]] = {}
         self._changed = asyncio.Event()
