@@ -855,7 +855,9 @@ def extract(resource: dict[str, Any], *, reference_engine: bool = False) -> list
         return got
 
     memo_get = memo.get
-    for code, ptype, evaluate, components in _selected_plan(rtype, reference_engine, tuple(resource)):
+    meta = resource.get("meta")
+    meta_keys = tuple(meta) if meta.__class__ is dict else None
+    for code, ptype, evaluate, components in _selected_plan(rtype, reference_engine, tuple(resource), meta_keys):
         nodes = evaluate(root_nodes, resource)
         if not nodes:
             continue
@@ -902,20 +904,42 @@ def _add_of_type(code: str, nodes: list[Node], out: list[tuple[str, Value]]) -> 
                     out.append((code + OF_TYPE_SUFFIX, v))
 
 
-_HotPlan = tuple[str, str, Evaluator, tuple[ComponentPlan, ...], tuple[str, ...]]
+_HotPlan = tuple[str, str, Evaluator, tuple[ComponentPlan, ...], tuple[str, ...], tuple[str, ...]]
 
 
 @lru_cache(maxsize=None)
 def _hot_plan(rtype: str, reference_engine: bool = False) -> tuple[_HotPlan, ...]:
     # plain tuples: unpacking them in the loop is cheaper than attribute access on ~50 plans per resource
     if not reference_engine:
-        return tuple((p.code, p.type, p.evaluate, p.components, p.keys) for p in plan_for(rtype))
+        return tuple((p.code, p.type, p.evaluate, p.components, p.keys, _meta_keys(p, rtype))
+                     for p in plan_for(rtype))
     return tuple(
         (p.code, p.type, fhirpathpy_evaluator(p.expression, rtype),
          tuple(ComponentPlan(c.type, c.expression, fhirpathpy_evaluator(c.expression, None), False)
-               for c in p.components), ())
+               for c in p.components), (), ())
         for p in plan_for(rtype)
     )
+
+
+_META_STEP = re.compile(r"\(*(\w+)\.meta\.(\w+)(?![\w(])")
+
+
+def _meta_keys(plan: ParamPlan, rtype: str) -> tuple[str, ...]:
+    """For ``_lastUpdated``, ``_profile``, ``_tag``… (``X.meta.profile``): the keys of ``meta`` the expression reads
+    first, so that a resource whose meta holds only versionId and lastUpdated skips four of the five; () when the
+    expression is not of that shape (no restriction)."""
+    if plan.keys != ("meta",) or plan.components or not plan.fast:
+        return ()
+    keys: set[str] = set()
+    for alt in split_union(plan.expression) or ():
+        m = _META_STEP.match(alt)
+        if m is None or m.group(1) != rtype:
+            return ()
+        variants = element_variants("Meta", m.group(2), None)
+        if not variants:
+            return ()
+        keys.update(key for key, _child in variants)
+    return tuple(sorted(keys))
 
 
 _SelectedPlan = tuple[str, str, Evaluator, tuple[ComponentPlan, ...]]
@@ -923,25 +947,32 @@ _SelectedPlan = tuple[str, str, Evaluator, tuple[ComponentPlan, ...]]
 # order. Resources of a type come in few shapes (14 key tuples over 10,000 generated resources), so this replaces
 # ~45 per-parameter key tests of an Observation by one dict look-up. Bounded: a pathological stream of shapes
 # only stops being cached.
-_selections: dict[tuple[str, bool], dict[tuple[str, ...], tuple[_SelectedPlan, ...]]] = {}
+_SelectionKey = tuple[tuple[str, ...], tuple[str, ...] | None]  # (top-level keys, keys of meta)
+_selections: dict[tuple[str, bool], dict[_SelectionKey, tuple[_SelectedPlan, ...]]] = {}
 _SELECTIONS_PER_TYPE = 512
 
 
-def _selected_plan(rtype: str, reference_engine: bool, keys: tuple[str, ...]) -> tuple[_SelectedPlan, ...]:
+def _selected_plan(rtype: str, reference_engine: bool, keys: tuple[str, ...],
+                   meta: tuple[str, ...] | None = None) -> tuple[_SelectedPlan, ...]:
+    """``keys``: the resource's top-level keys; ``meta``: the keys of its ``meta`` (None: no ``meta`` object, so no
+    restriction by them)."""
     per_type = _selections.get((rtype, reference_engine))
     if per_type is None:
         per_type = _selections.setdefault((rtype, reference_engine), {})
-    hit = per_type.get(keys)
+    cache_key = (keys, meta)
+    hit = per_type.get(cache_key)
     if hit is not None:
         return hit
     present = frozenset(keys)
+    in_meta = frozenset(meta or ())
     selected = tuple(
         (code, ptype, evaluate, components)
-        for code, ptype, evaluate, components, plan_keys in _hot_plan(rtype, reference_engine)
-        if not plan_keys or not present.isdisjoint(plan_keys)
+        for code, ptype, evaluate, components, plan_keys, meta_keys in _hot_plan(rtype, reference_engine)
+        if (not plan_keys or not present.isdisjoint(plan_keys))
+        and (not meta_keys or meta is None or not in_meta.isdisjoint(meta_keys))
     )
     if len(per_type) < _SELECTIONS_PER_TYPE:
-        per_type[keys] = selected
+        per_type[cache_key] = selected
     return selected
 
 

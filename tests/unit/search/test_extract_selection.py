@@ -17,7 +17,7 @@ def _extract_every_plan(resource: dict[str, Any], monkeypatch: pytest.MonkeyPatc
     """extract() with every plan of the type evaluated, whatever keys the resource has."""
     with monkeypatch.context() as m:
         m.setattr(extract_module, "_selected_plan",
-                  lambda rtype, engine, keys: tuple(p[:4] for p in _hot_plan(rtype, engine)))
+                  lambda rtype, engine, *keys: tuple(p[:4] for p in _hot_plan(rtype, engine)))
         return extract(resource)
 
 
@@ -45,6 +45,22 @@ def test_selection_changes_nothing_on_synthetic_resources(rtype: str, monkeypatc
             if key != "resourceType":
                 one = {"resourceType": rtype, key: resource[key]}
                 assert extract(one) == _extract_every_plan(one, monkeypatch)
+
+
+def _with_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    # every meta element a parameter reads, then each alone (meta keys restrict _profile, _tag, … in turn)
+    return {**resource, "meta": {"versionId": "1", "lastUpdated": "2024-01-02T03:04:05Z", "source": "http://s",
+                                 "profile": ["http://p"], "tag": [{"system": "http://t", "code": "t"}],
+                                 "security": [{"system": "http://s", "code": "s"}]}}
+
+
+@pytest.mark.parametrize("rtype", ["Patient", "Observation", "Encounter", "Bundle"])
+def test_selection_by_meta_keys(rtype: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = _with_meta({"resourceType": rtype, "id": "x"})
+    variants = [full, {**full, "meta": []}, {**full, "meta": [full["meta"]]}, {**full, "meta": "x"}]
+    variants += [{**full, "meta": {key: value}} for key, value in full["meta"].items()]
+    for resource in variants:
+        assert extract(resource) == _extract_every_plan(resource, monkeypatch)
 
 
 def test_root_composites_and_extensions_have_keys() -> None:
