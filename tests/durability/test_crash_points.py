@@ -62,8 +62,8 @@ def _transaction(marker: str) -> dict[str, object]:
         {"fullUrl": patient, "request": {"method": "POST", "url": "Patient"},
          "resource": {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": marker}]}},
         *[{"request": {"method": "POST", "url": "Observation"}, "resource": _obs(marker, patient)} for _ in range(3)],
-        *[{"request": {"method": "PUT", "url": f"Observation/pool-{n}"}, "resource": {**_obs(marker), "id": f"pool-{n}"}}
-          for n in range(POOL)],
+        *[{"request": {"method": "PUT", "url": f"Observation/pool-{n}"},
+           "resource": {**_obs(marker), "id": f"pool-{n}"}} for n in range(POOL)],
     ]}
 
 
@@ -146,7 +146,8 @@ def _verify(server: ServerProcess, tried: set[str], acked: set[str]) -> dict[str
         newest: dict[str, int] = {}
         for res in versions:
             if str(res["id"]).startswith("pool-"):
-                newest[str(res["id"])] = max(newest.get(str(res["id"]), 0), int(res["meta"]["versionId"]))  # type: ignore[index]
+                vid = int(res["meta"]["versionId"])  # type: ignore[index]
+                newest[str(res["id"])] = max(newest.get(str(res["id"]), 0), vid)
         pool_marker: dict[str, str] = {}
         for n in range(POOL):
             r = client.get(f"/Observation/pool-{n}")
@@ -193,11 +194,13 @@ def test_crash_in_the_middle_of_transactions(backend: str, point: str, tmp_path:
         server.start()
         counts = _verify(server, tried, acked)
         with httpx.Client(base_url=server.base, timeout=60) as client:
-            stored = {(r["resourceType"], r["id"], int(r["meta"]["versionId"])) for r in _history(client)}  # type: ignore[index,call-overload]
+            stored = {(str(r["resourceType"]), str(r["id"]), int(r["meta"]["versionId"]))  # type: ignore[index]
+                      for r in _history(client)}
         server.stop()
         # the outbox agrees with what is visible: one event per version, none for a transaction that did not happen
         events = asyncio.run(_outbox(_store_url(server)))
-        assert events == stored, f"outbox and history differ: {len(events - stored)} extra, {len(stored - events)} missing"
+        assert events == stored, (f"outbox and history differ: {len(events - stored)} extra, "
+                                  f"{len(stored - events)} missing")
     finally:
         server.stop()
     print(f"{backend} {point}: {counts}")

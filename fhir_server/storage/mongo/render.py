@@ -104,6 +104,12 @@ class KeyIn:
     keys: frozenset[str]
 
 
+def as_node(leaf: RefIn | KeyIn) -> Node:
+    """A resolved leaf in a search tree: the tree's node union does not name these store-private leaves, which
+    only this module's renderer and checker (and the store's ``_pinned_keys``) ever meet."""
+    return leaf  # type: ignore[return-value]
+
+
 Collect = Callable[[str, Node, int], Awaitable[list[dict[str, Any]]]]
 
 
@@ -122,7 +128,7 @@ async def resolve(node: Node, rtype: str | None, collect: Collect, max_join: int
         inner = await resolve(node.inner, node.target_type, collect, max_join)
         docs = await collect(node.target_type, inner, max_join + 1)
         _bound(len(docs), max_join, f"the chain through {node.param.code}")
-        return RefIn(node.param, node.target_type, frozenset(d["i"] for d in docs))
+        return as_node(RefIn(node.param, node.target_type, frozenset(d["i"] for d in docs)))
     if isinstance(node, Has):
         inner = await resolve(node.inner, node.source_type, collect, max_join)
         docs = await collect(node.source_type, inner, max_join + 1)
@@ -134,7 +140,7 @@ async def resolve(node: Node, rtype: str | None, collect: Collect, max_join: int
                     keys.add(f"{sub['target_type']}/{sub['target_id']}")
         if rtype is not None and rtype != "Resource":
             keys = {k for k in keys if k.startswith(rtype + "/")}
-        return KeyIn(frozenset(keys))
+        return as_node(KeyIn(frozenset(keys)))
     return node
 
 
@@ -488,12 +494,16 @@ def compare(a: tuple[Any, ...], b: tuple[Any, ...], specs: list[SortSpec]) -> in
         if va != vb:
             less = va < vb
             return (1 if less else -1) if spec.descending else (-1 if less else 1)
-    return (a[-1] > b[-1]) - (a[-1] < b[-1])
+    return int(a[-1] > b[-1]) - int(a[-1] < b[-1])
 
 
 def sort_in_python(docs: list[dict[str, Any]], specs: list[SortSpec]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     keyed = [(cursor_of(d, specs), d) for d in docs]
-    keyed.sort(key=functools.cmp_to_key(lambda x, y: compare(x[0], y[0], specs)))
+
+    def order(x: tuple[tuple[Any, ...], dict[str, Any]], y: tuple[tuple[Any, ...], dict[str, Any]]) -> int:
+        return compare(x[0], y[0], specs)
+
+    keyed.sort(key=functools.cmp_to_key(order))
     return keyed
 
 

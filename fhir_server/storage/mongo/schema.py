@@ -138,7 +138,7 @@ def index_of(doc: dict[str, Any]) -> dict[str, Any]:
     unpacked = doc.get("_x")
     if unpacked is None:
         unpacked = doc["_x"] = bson.decode(bytes(packed))
-    return unpacked  # type: ignore[no-any-return]
+    return unpacked
 
 
 def decode_values(doc: dict[str, Any], codes: frozenset[str] | None = None) -> dict[str, list[Value]]:
@@ -209,7 +209,7 @@ def version_doc(rtype: str, rid: str, vid: int, *, deleted: bool, seq: int, last
 
 def _family_indexes() -> list[IndexModel]:
     """Multikey indexes on the family arrays: parameter code first, then the field most queries pin."""
-    specs = {
+    specs: dict[str, list[tuple[str, ...]]] = {
         "token": [("token.p", "token.code", "token.system")],
         "string": [("string.p", "string.norm")],
         "reference": [("reference.p", "reference.target_id", "reference.target_type"),

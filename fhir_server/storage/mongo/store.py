@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
@@ -70,7 +70,7 @@ def _version(doc: Doc) -> Version:
     return Version(doc["t"], doc["i"], doc["v"], doc["lu"], bool(doc["d"]), doc["m"], bytes(doc["b"]), doc["s"])
 
 
-def _unavailable(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _unavailable(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """A lost database connection is the storage being unavailable (503), not an internal error."""
 
     @functools.wraps(fn)
@@ -300,7 +300,7 @@ class _Reads(ReadOps):
         backwards = before is not None
         if after is not None and not backwards:
             keyed = [x for x in keyed if render.compare(x[0], after, specs) > 0]
-        if backwards:
+        if before is not None:
             keyed = [x for x in keyed if render.compare(x[0], before, specs) < 0]
             keyed.reverse()
         rows = [d for _, d in keyed[: query.count + 1]] if query.count > 0 else []
@@ -346,7 +346,8 @@ class _Reads(ReadOps):
         by_type: dict[str, set[str]] = {}
         for rtype, rid in targets:
             by_type.setdefault(rtype, set()).add(rid)
-        tree = Or(tuple(RefIn(p, t, frozenset(ids)) for p in params for t, ids in sorted(by_type.items())))
+        tree = Or(tuple(render.as_node(RefIn(p, t, frozenset(ids)))
+                        for p in params for t, ids in sorted(by_type.items())))
         rendered = self._store._renderer.render(tree, None)
         if rendered.exact:
             plans.note("current", self._base(None, rendered.filter, None))
@@ -509,6 +510,7 @@ class MongoStore(_Reads, Store):
             self._renderer = Renderer(self.layout)
             slot = await self._col("meta").find_one_and_update(
                 {"_id": "writer_slot"}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
+            assert slot is not None  # (an upsert returning the document after it)
             self._clock = SeqClock(int(slot["n"]))
             await self._register()
             protocol = Protocol(self._db, self._writer_id, self._is_dead, self.layout)
