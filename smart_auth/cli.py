@@ -1,13 +1,17 @@
 """``aegis clients …``, ``aegis users …`` and ``aegis keys rotate``: managing the authorization server's data.
 
-They work on ``DATA_DIR/auth.db`` and may run while the server is serving (SQLite WAL; the server reads clients and
-users on each request).
+They work on the authorization server's data of the configured store (:func:`smart_auth.db.open_auth_db`):
+``DATA_DIR/auth.db`` for the embedded SQLite store, the ``auth_*`` collections of the database for
+``--store mongodb://…`` (or ``AEGIS_STORE``), which every server on that database then sees. They may run while
+servers are serving: servers read clients and users on each request.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +19,7 @@ import typer
 from rich.console import Console
 
 from fhir_server.settings import Settings
-from smart_auth.db import AuthDB, Client, User
+from smart_auth.db import AuthDB, Client, User, open_auth_db
 from smart_auth.passwords import hash_password, hash_secret
 
 clients_app = typer.Typer(help="Register and list SMART apps (OAuth clients).", no_args_is_help=True)
@@ -23,12 +27,21 @@ users_app = typer.Typer(help="Manage the users who sign in to authorize apps.", 
 keys_app = typer.Typer(help="The id_token signing keys.", no_args_is_help=True)
 out = Console()
 
-DataDir = Annotated[Optional[Path], typer.Option(help="Directory of the store (env AEGIS_DATA_DIR).")]
+DataDir = Annotated[Optional[Path], typer.Option(help="Directory of the embedded store (env AEGIS_DATA_DIR).")]
+StoreUrl = Annotated[Optional[str], typer.Option("--store", help="Storage URL, as for aegis serve (env AEGIS_STORE); "
+                                                 "mongodb://… manages the clients, users and keys every server on "
+                                                 "that database uses.")]
 
 
-def open_db(data_dir: Path | None) -> AuthDB:
-    settings = Settings(data_dir=data_dir) if data_dir else Settings()
-    return AuthDB(settings.data_dir / "auth.db")
+@contextmanager
+def open_db(data_dir: Path | None, store: str | None = None) -> Iterator[AuthDB]:
+    overrides = {k: v for k, v in (("data_dir", data_dir), ("store", store)) if v}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    db = open_auth_db(settings.store_url(), settings.data_dir)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def register_client(db: AuthDB, name: str, *, kind: str, redirect_uris: list[str], scope: str,
@@ -67,13 +80,15 @@ def clients_add(
     launch_url: Annotated[Optional[str], typer.Option(help="The app's launch URL, for EHR launch.")] = None,
     client_id: Annotated[Optional[str], typer.Option(help="Choose the client id (default: random).")] = None,
     data_dir: DataDir = None,
+    store: StoreUrl = None,
 ) -> None:
     """Register an app and print its client id (and secret, once)."""
-    db = open_db(data_dir)
     jwks = json.loads(jwks_file.read_text()) if jwks_file else None
     try:
-        client, secret = register_client(db, name, kind=kind, redirect_uris=redirect_uri or [], scope=scope,
-                                         jwks=jwks, jwks_url=jwks_url, launch_url=launch_url, client_id=client_id)
+        with open_db(data_dir, store) as db:
+            client, secret = register_client(db, name, kind=kind, redirect_uris=redirect_uri or [], scope=scope,
+                                             jwks=jwks, jwks_url=jwks_url, launch_url=launch_url,
+                                             client_id=client_id)
     except ValueError as exc:
         out.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
@@ -83,16 +98,20 @@ def clients_add(
 
 
 @clients_app.command("list")
-def clients_list(data_dir: DataDir = None) -> None:
+def clients_list(data_dir: DataDir = None, store: StoreUrl = None) -> None:
     """List the registered apps."""
-    for c in open_db(data_dir).clients():
+    with open_db(data_dir, store) as db:
+        found = db.clients()
+    for c in found:
         print(f"{c.client_id}\t{c.kind}\t{c.name}\t{' '.join(c.redirect_uris)}\t{c.scope}")
 
 
 @clients_app.command("remove")
-def clients_remove(client_id: str, data_dir: DataDir = None) -> None:
+def clients_remove(client_id: str, data_dir: DataDir = None, store: StoreUrl = None) -> None:
     """Remove an app and revoke its tokens."""
-    if not open_db(data_dir).remove_client(client_id):
+    with open_db(data_dir, store) as db:
+        removed = db.remove_client(client_id)
+    if not removed:
         out.print(f"[red]error[/red] no client {client_id}")
         raise typer.Exit(1)
 
@@ -106,12 +125,14 @@ def users_add(
     password: Annotated[Optional[str], typer.Option(help="The password (prompted for when not given).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Display name.")] = None,
     data_dir: DataDir = None,
+    store: StoreUrl = None,
 ) -> None:
     """Add a user (or replace one of the same name)."""
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     try:
-        add_user(open_db(data_dir), username, password, fhir_user, name)
+        with open_db(data_dir, store) as db:
+            add_user(db, username, password, fhir_user, name)
     except ValueError as exc:
         out.print(f"[red]error[/red] {exc}")
         raise typer.Exit(2) from None
@@ -119,23 +140,28 @@ def users_add(
 
 
 @users_app.command("list")
-def users_list(data_dir: DataDir = None) -> None:
+def users_list(data_dir: DataDir = None, store: StoreUrl = None) -> None:
     """List the users."""
-    for u in open_db(data_dir).users():
+    with open_db(data_dir, store) as db:
+        users = db.users()
+    for u in users:
         print(f"{u.username}\t{u.fhir_user or '-'}\t{u.name or ''}")
 
 
 @users_app.command("remove")
-def users_remove(username: str, data_dir: DataDir = None) -> None:
+def users_remove(username: str, data_dir: DataDir = None, store: StoreUrl = None) -> None:
     """Remove a user."""
-    if not open_db(data_dir).remove_user(username):
+    with open_db(data_dir, store) as db:
+        removed = db.remove_user(username)
+    if not removed:
         out.print(f"[red]error[/red] no user {username}")
         raise typer.Exit(1)
 
 
 @keys_app.command("rotate")
-def keys_rotate(data_dir: DataDir = None) -> None:
+def keys_rotate(data_dir: DataDir = None, store: StoreUrl = None) -> None:
     """Make a new id_token signing key; the old public key stays in the JWKS for a week."""
     from smart_auth.keys import rotate
 
-    print(f"new signing key {rotate(open_db(data_dir))}")
+    with open_db(data_dir, store) as db:
+        print(f"new signing key {rotate(db)}")

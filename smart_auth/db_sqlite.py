@@ -1,10 +1,7 @@
-"""The authorization server's own SQLite file (``DATA_DIR/auth.db``): clients, users, signing keys, pending
-authorizations, launch contexts, codes, tokens and seen client-assertion ``jti``s.
+"""The SQLite implementation of :class:`smart_auth.db.AuthDB`: the file ``DATA_DIR/auth.db``.
 
-Why a file of its own rather than FHIR resources in the main store: these rows are secrets (password hashes, token
-hashes, private keys) that must never be reachable through the FHIR API, search index or outbox; they change on
-every token request and need point lookups by hash, not FHIR versioning; and they stay the same whichever FHIR
-store backend (SQLite, MongoDB) is configured. Calls are short single-row statements, run inline under a lock.
+Every call is one short statement or ``BEGIN IMMEDIATE`` transaction, run inline under a lock; WAL mode lets the
+``aegis clients|users|keys`` commands write while servers on the same data directory read.
 """
 
 from __future__ import annotations
@@ -12,12 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from smart_auth.db import Client, ItemTable, KeyRow, TokenRow, User, now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS clients (
@@ -43,43 +40,7 @@ CREATE TABLE IF NOT EXISTS jtis (
 """
 
 
-@dataclass
-class Client:
-    client_id: str
-    name: str
-    kind: str  # public | symmetric | asymmetric
-    redirect_uris: list[str]
-    scope: str  # the most a token of this client may carry
-    secret_hash: str | None = None
-    jwks: dict[str, Any] | None = None
-    jwks_url: str | None = None
-    launch_url: str | None = None
-
-
-@dataclass
-class User:
-    username: str
-    password_hash: str
-    fhir_user: str | None = None
-    name: str | None = None
-
-
-@dataclass
-class TokenRow:
-    kind: str  # access | refresh
-    family: str
-    client_id: str
-    data: dict[str, Any] = field(default_factory=dict)
-    issued: int = 0
-    expires: int = 0
-    revoked: bool = False
-
-
-def now() -> int:
-    return int(time.time())
-
-
-class AuthDB:
+class SqliteAuthDB:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -156,14 +117,20 @@ class AuthDB:
 
     # ---- keys -------------------------------------------------------------------------------------------------
 
-    def keys(self) -> list[tuple[str, dict[str, Any], int, int | None]]:
+    def keys(self) -> list[KeyRow]:
         return [(kid, json.loads(jwk), created, retired) for kid, jwk, created, retired in
-                self._all("SELECT kid, private_jwk, created, retired FROM keys ORDER BY created")]
+                self._all("SELECT kid, private_jwk, created, retired FROM keys ORDER BY created, rowid")]
 
-    def add_key(self, kid: str, private_jwk: dict[str, Any]) -> None:
+    def add_key(self, kid: str, private_jwk: dict[str, Any], replacing: str | None) -> bool:
         with self._tx() as db:
+            # the check and the swap in one BEGIN IMMEDIATE transaction: two rotations from one key make one key
+            row = db.execute("SELECT kid FROM keys WHERE retired IS NULL ORDER BY created DESC, rowid DESC "
+                             "LIMIT 1").fetchone()
+            if (row[0] if row else None) != replacing:
+                return False
             db.execute("UPDATE keys SET retired = ? WHERE retired IS NULL", (now(),))
             db.execute("INSERT INTO keys VALUES (?,?,?,NULL)", (kid, json.dumps(private_jwk), now()))
+        return True
 
     def drop_keys_retired_before(self, instant: int) -> None:
         with self._tx() as db:
@@ -171,20 +138,20 @@ class AuthDB:
 
     # ---- one-time rows: pending authorizations, launches, codes -----------------------------------------------
 
-    def put_item(self, table: str, key: str, data: dict[str, Any], ttl: int) -> None:
+    def put_item(self, table: ItemTable, key: str, data: dict[str, Any], ttl: int) -> None:
         assert table in ("pending", "launches")
         with self._tx() as db:
             db.execute(f"DELETE FROM {table} WHERE expires < ?", (now(),))
             db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?)", (key, json.dumps(data), now() + ttl))
 
-    def item(self, table: str, key: str) -> dict[str, Any] | None:
+    def item(self, table: ItemTable, key: str) -> dict[str, Any] | None:
         assert table in ("pending", "launches")
         row = self._one(f"SELECT data, expires FROM {table} WHERE id = ?", (key,))
         if row is None or row[1] < now():
             return None
         return dict(json.loads(row[0]))
 
-    def drop_item(self, table: str, key: str) -> None:
+    def drop_item(self, table: ItemTable, key: str) -> None:
         assert table in ("pending", "launches")
         with self._tx() as db:
             db.execute(f"DELETE FROM {table} WHERE id = ?", (key,))

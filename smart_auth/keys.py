@@ -18,10 +18,24 @@ from smart_auth.db import AuthDB, now
 GRACE_SECONDS = 7 * 24 * 3600  # how long a retired key stays published
 
 
+def _current(db: AuthDB) -> str | None:
+    active = [k for k in db.keys() if k[3] is None]
+    return active[-1][0] if active else None
+
+
 def rotate(db: AuthDB) -> str:
+    """Replace the active key by a new one (``aegis keys rotate``); the active key's kid afterwards."""
+    return rotate_from(db, _current(db))
+
+
+def rotate_from(db: AuthDB, replacing: str | None) -> str:
+    """Replace ``replacing`` by a new key if it is still the active one; the active key's kid afterwards. Servers
+    sharing a database that find the same old key at once make one new key between them, not one each."""
     kid = secrets.token_hex(8)
     key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
-    db.add_key(kid, key.as_dict(private=True))
+    if not db.add_key(kid, key.as_dict(private=True), replacing):
+        current = _current(db)  # another process rotated first: its key is the new one
+        return current if current is not None else rotate_from(db, None)
     db.drop_keys_retired_before(now() - GRACE_SECONDS)
     return kid
 
@@ -29,13 +43,13 @@ def rotate(db: AuthDB) -> str:
 def ensure_current(db: AuthDB, max_age_days: int) -> None:
     active = [k for k in db.keys() if k[3] is None]
     if not active or active[-1][2] <= now() - max_age_days * 86400:
-        rotate(db)
+        rotate_from(db, active[-1][0] if active else None)
 
 
 def _active(db: AuthDB) -> RSAKey:
     active = [k for k in db.keys() if k[3] is None]
     if not active:
-        rotate(db)
+        rotate_from(db, None)
         active = [k for k in db.keys() if k[3] is None]
     return RSAKey.import_key(active[-1][1])
 

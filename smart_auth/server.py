@@ -31,7 +31,7 @@ from resources import jsonio
 from resources.outcome import Unauthorized
 from smart_auth import keys, pages
 from smart_auth.client_auth import authenticate
-from smart_auth.db import AuthDB, Client, now
+from smart_auth.db import Client, now, open_auth_db
 from smart_auth.discovery import openid_configuration, smart_configuration
 from smart_auth.errors import OAuthError
 from smart_auth.forms import read_form
@@ -72,7 +72,7 @@ class AuthServer:
         self.settings = settings
         self.store = store
         self.base_of = base_of
-        self.db = AuthDB(settings.data_dir / "auth.db")
+        self.db = open_auth_db(settings.store_url(), settings.data_dir)
         keys.ensure_current(self.db, settings.signing_key_max_age_days)
         self.lifetimes = Lifetimes(settings.access_token_lifetime, settings.refresh_token_lifetime)
         self._origins: tuple[float, frozenset[str]] | None = None

@@ -28,14 +28,15 @@ if os.environ.get(MONGODB_URL_ENV):
     # Transactions are all-or-nothing through the commit protocol, which recovers after kill -9 at start-up;
     # several server processes may share one database ("shared-store": conditional matches claim their criteria).
     BACKENDS.append("mongodb")
-    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store"}
+    # "shared-auth": the authorization server's clients, users, keys, codes and tokens live in that database too
+    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store", "shared-auth"}
     if mongodb_reports_plans():  # MongoDB itself, not FerretDB: the plans can be checked for collection scans
         CAPABILITIES["mongodb"].add("query-plans")
     if os.environ.get(ELASTICSEARCH_URL_ENV):
         # the MongoDB store with Elasticsearch answering searches (fed from the outbox); fresh indices per server
         # and store, and no fallback to the store, so every search of the suite is answered by Elasticsearch
         BACKENDS.append("mongodb+elasticsearch")
-        CAPABILITIES["mongodb+elasticsearch"] = {"transactions"}
+        CAPABILITIES["mongodb+elasticsearch"] = {"transactions", "shared-auth"}
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

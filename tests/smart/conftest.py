@@ -19,6 +19,7 @@ import pytest
 from smart_auth.cli import add_user, register_client
 from smart_auth.db import AuthDB
 from tests.smart.oauth import LAUNCH_URL, REDIRECT, Endpoints, backend_token, new_key, public_jwks
+from tests.smart.stores import auth_db
 from tests.support.server import ServerProcess, store_args
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
@@ -85,10 +86,11 @@ class Smart:
 @pytest.fixture(scope="session")
 def smart(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smart]:
     data_dir: Path = tmp_path_factory.mktemp(f"smart-{backend}")
-    server = ServerProcess(data_dir, args=store_args(backend), auth=True)
-    server.start()
+    args = store_args(backend)
+    server = ServerProcess(data_dir, args=args, auth=True)
+    db = auth_db(data_dir, args)
     try:
-        db = AuthDB(data_dir / "auth.db")
+        server.start()
         public, _ = register_client(
             db, "Public test app", kind="public", redirect_uris=[REDIRECT], launch_url=LAUNCH_URL,
             scope="openid fhirUser launch launch/patient offline_access online_access patient/*.cruds user/*.cruds")
@@ -115,3 +117,4 @@ def smart(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sm
                     {"RS384": rs, "ES384": es}, system_token)
     finally:
         server.stop()
+        db.close()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from smart_auth.db import AuthDB
+from smart_auth.db import open_auth_db
 from smart_auth.passwords import verify_password
 from tests.smart.oauth import REDIRECT, Endpoints, backend_token, new_key, public_jwks, standalone_token
+from tests.smart.stores import auth_db
 from tests.support.server import ServerProcess, store_args
 
 
@@ -24,34 +25,37 @@ def aegis(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> None:
     d = str(tmp_path)
-    out = aegis("clients", "add", "CLI app", "--redirect-uri", REDIRECT, "--data-dir", d)
+    args = store_args(backend)  # the commands work on the store the server will serve (--store mongodb://…)
+    out = aegis("clients", "add", "CLI app", "--redirect-uri", REDIRECT, "--data-dir", d, *args)
     assert out.returncode == 0, out.stderr
     client_id = out.stdout.split("client_id:")[1].split()[0]
     secret_out = aegis("clients", "add", "CLI confidential", "--kind", "symmetric", "--redirect-uri", REDIRECT,
-                       "--data-dir", d)
+                       "--data-dir", d, *args)
     assert "client_secret:" in secret_out.stdout
     key = new_key("RS384")
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(public_jwks(key)))
     backend_out = aegis("clients", "add", "CLI backend", "--kind", "asymmetric", "--jwks-file", str(jwks_file),
-                        "--scope", "system/*.rs", "--data-dir", d)
+                        "--scope", "system/*.rs", "--data-dir", d, *args)
     assert backend_out.returncode == 0, backend_out.stderr
     backend_id = backend_out.stdout.split("client_id:")[1].split()[0]
-    bad = aegis("clients", "add", "No keys", "--kind", "asymmetric", "--data-dir", d)
+    bad = aegis("clients", "add", "No keys", "--kind", "asymmetric", "--data-dir", d, *args)
     assert bad.returncode == 2
     assert aegis("users", "add", "jane", "--fhir-user", "Patient/p1", "--password", "pw-jane", "--data-dir",
-                 d).returncode == 0
+                 d, *args).returncode == 0
     assert aegis("users", "add", "x", "--fhir-user", "Observation/1", "--password", "p", "--data-dir",
-                 d).returncode == 2
-    listed = aegis("clients", "list", "--data-dir", d).stdout
+                 d, *args).returncode == 2
+    listed = aegis("clients", "list", "--data-dir", d, *args).stdout
     assert client_id in listed and "CLI confidential" in listed and "asymmetric" in listed
-    assert "jane\tPatient/p1" in aegis("users", "list", "--data-dir", d).stdout
+    assert "jane\tPatient/p1" in aegis("users", "list", "--data-dir", d, *args).stdout
     # the password is stored as a memory-hard hash, never in clear
-    user = AuthDB(tmp_path / "auth.db").user("jane")
+    db = auth_db(tmp_path, args)
+    user = db.user("jane")
+    db.close()
     assert user is not None and user.password_hash.startswith("scrypt$") and "pw-jane" not in user.password_hash
     assert verify_password("pw-jane", user.password_hash) and not verify_password("pw-jan", user.password_hash)
 
-    server = ServerProcess(tmp_path, args=store_args(backend), auth=True)
+    server = ServerProcess(tmp_path, args=args, auth=True)
     server.start()
     try:
         ep = Endpoints(server.base)
@@ -63,7 +67,7 @@ def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> 
                       json={"resourceType": "Patient", "id": "p1", "name": [{"family": "Doe"}]})
         assert r.status_code == 403
         assert aegis("clients", "add", "CLI writer", "--kind", "asymmetric", "--jwks-file", str(jwks_file),
-                     "--scope", "system/*.cruds", "--client-id", "writer", "--data-dir", d).returncode == 0
+                     "--scope", "system/*.cruds", "--client-id", "writer", "--data-dir", d, *args).returncode == 0
         got = backend_token(ep, key, "RS384", "writer", "system/Patient.cu")
         assert got.status_code == 200, got.text
         r = httpx.put(f"{server.base}/Patient/p1", json={"resourceType": "Patient", "id": "p1"},
@@ -73,14 +77,14 @@ def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> 
         token = standalone_token(ep, client_id, "launch/patient openid fhirUser patient/*.rs", "jane", "pw-jane")
         assert token["patient"] == "p1"
         keys_before = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
-        assert aegis("keys", "rotate", "--data-dir", d).returncode == 0
+        assert aegis("keys", "rotate", "--data-dir", d, *args).returncode == 0
         keys_after = httpx.get(f"{ep.root}/auth/jwks").json()["keys"]
         assert len(keys_after) == len(keys_before) + 1  # the retired key is still published
-        assert aegis("clients", "remove", client_id, "--data-dir", d).returncode == 0
+        assert aegis("clients", "remove", client_id, "--data-dir", d, *args).returncode == 0
         r = httpx.get(f"{server.base}/Patient/p1", headers={"Authorization": f"Bearer {token['access_token']}"})
         assert r.status_code == 401  # removing an app revokes its tokens
-        assert aegis("users", "remove", "jane", "--data-dir", d).returncode == 0
-        assert aegis("users", "remove", "jane", "--data-dir", d).returncode == 1
+        assert aegis("users", "remove", "jane", "--data-dir", d, *args).returncode == 0
+        assert aegis("users", "remove", "jane", "--data-dir", d, *args).returncode == 1
     finally:
         server.stop()
 
@@ -102,7 +106,7 @@ def test_signing_key_rotates_at_start_when_old_and_old_tokens_still_verify(tmp_p
 
     from smart_auth.cli import add_user, register_client
 
-    db = AuthDB(tmp_path / "auth.db")
+    db = open_auth_db(f"sqlite:///{tmp_path / 'aegis.db'}", tmp_path)
     client, _ = register_client(db, "App", kind="public", redirect_uris=[REDIRECT],
                                 scope="openid fhirUser launch/patient patient/*.rs")
     add_user(db, "doc", "pw", "Practitioner/d1")

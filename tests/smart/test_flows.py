@@ -15,6 +15,7 @@ from joserfc.jwk import KeySet, RSAKey
 
 from smart_auth.passwords import token_hash
 from tests.smart.conftest import PASSWORD, Smart
+from tests.smart.stores import expire_token
 from tests.smart.oauth import (
     APP_ORIGIN,
     LAUNCH_URL,
@@ -361,8 +362,7 @@ def test_no_token_bad_token_and_wrong_scheme_are_401(smart: Smart) -> None:
 
 def test_expired_token_is_401(smart: Smart) -> None:
     token = standalone_token(smart.ep, smart.public_id, "launch/patient patient/*.rs", "alice", PASSWORD)
-    with smart.db._tx() as db:  # age the token, as time would
-        db.execute("UPDATE tokens SET expires = 1 WHERE token_hash = ?", (token_hash(token["access_token"]),))
+    expire_token(smart.db, token_hash(token["access_token"]))
     r = httpx.get(f"{smart.base}/Patient/pa", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
 
