@@ -11,21 +11,18 @@ import os
 import re
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+# authlib's httpx integration runs on httpx2 (a test dependency); on plain httpx it warns that that is deprecated
+from authlib.common.security import generate_token
+from authlib.integrations.httpx_client import OAuth2Client
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")  # the test server speaks plain http on loopback
-with warnings.catch_warnings():
-    # authlib 1.9 deprecates plain httpx in favour of "httpx2", which is not packaged here; the API is the same
-    warnings.simplefilter("ignore")
-    from authlib.common.security import generate_token
-    from authlib.integrations.httpx_client import OAuth2Client
 
 REDIRECT = "http://app.example/callback"
 APP_ORIGIN = "http://app.example"

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import base64
 import time
-import warnings
 
 import httpx
 import pytest
+from authlib.integrations.httpx_client import OAuth2Client
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from smart_auth.passwords import token_hash
 from tests.smart.conftest import PASSWORD, Smart
-from tests.smart.stores import expire_token
 from tests.smart.oauth import (
     APP_ORIGIN,
     LAUNCH_URL,
@@ -30,11 +30,7 @@ from tests.smart.oauth import (
     standalone,
     standalone_token,
 )
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from authlib.integrations.httpx_client import OAuth2Client
-    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from tests.smart.stores import expire_token
 
 
 # ---- discovery ------------------------------------------------------------------------------------------------
