@@ -231,3 +231,14 @@ def test_key_rotated_once_is_published_and_used_by_both(pair: Pair) -> None:
         decoded = jwt.decode(id_token, keys, algorithms=["RS256"])
         assert decoded.header["kid"] == kid
         assert decoded.claims["fhirUser"] == f"{PUBLIC_BASE}/Patient/pj"
+
+
+def test_auth_records_are_not_reachable_through_the_fhir_api(pair: Pair) -> None:
+    token = _system_token(pair, pair.a)
+    headers = {"Authorization": f"Bearer {token}"}
+    # the whole database's history holds FHIR resources only (the test wrote Patient/pj alone)
+    history = httpx.get(f"{pair.a.base}/_history", params={"_count": 1000}, headers=headers, timeout=30).json()
+    assert {e["resource"]["resourceType"] for e in history.get("entry", []) if "resource" in e} == {"Patient"}
+    assert pair.public_id not in json.dumps(history)
+    for path in ("/auth_clients", "/auth_tokens", f"/auth_clients/{pair.public_id}"):
+        assert httpx.get(f"{pair.a.base}{path}", headers=headers, timeout=30).status_code in (400, 404), path
