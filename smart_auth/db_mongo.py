@@ -22,15 +22,18 @@ SQLite file), and each call is one round trip by ``_id``. Expired pending author
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 from pymongo.uri_parser import parse_uri
 
+from fhir_server.storage.group_commit import StorageUnavailable
 from smart_auth.db import Client, ItemTable, KeyRow, TokenRow, User, now
 
 Doc = dict[str, Any]
@@ -43,6 +46,23 @@ INDEXES: dict[str, dict[str, list[tuple[str, int]]]] = {
 }
 
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _unavailable(fn: Callable[P, T]) -> Callable[P, T]:
+    """A lost database connection is the service being unavailable (503), as for the FHIR store, not a 500."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ConnectionFailure as exc:
+            raise StorageUnavailable(f"the authorization server's database is unreachable: {exc}") from exc
+
+    return wrapper
+
+
 class MongoAuthDB:
     def __init__(self, url: str) -> None:
         options: dict[str, Any] = {}
@@ -52,11 +72,16 @@ class MongoAuthDB:
         self._db = self._client[parse_uri(url).get("database") or "aegis"]  # the FHIR store's database
         self._swept = 0.0
         self._sweep_lock = threading.Lock()
-        self._ensure_indexes()
+        try:
+            self._ensure_indexes()
+        except BaseException:
+            self._client.close()
+            raise
 
     def _col(self, name: str) -> Collection[Doc]:
         return self._db[PREFIX + name]
 
+    @_unavailable
     def _ensure_indexes(self) -> None:
         for col, wanted in INDEXES.items():
             have = {ix["name"] for ix in self._col(col).list_indexes()}
@@ -82,37 +107,45 @@ class MongoAuthDB:
 
     # ---- clients and users --------------------------------------------------------------------------------------
 
+    @_unavailable
     def put_client(self, c: Client) -> None:
         self._col("clients").replace_one({"_id": c.client_id}, {
             "_id": c.client_id, "name": c.name, "kind": c.kind, "secret_hash": c.secret_hash,
             "redirect_uris": c.redirect_uris, "scope": c.scope, "jwks": json.dumps(c.jwks) if c.jwks else None,
             "jwks_url": c.jwks_url, "launch_url": c.launch_url, "created": now()}, upsert=True)
 
+    @_unavailable
     def client(self, client_id: str) -> Client | None:
         doc = self._col("clients").find_one({"_id": client_id})
         return None if doc is None else _client(doc)
 
+    @_unavailable
     def clients(self) -> list[Client]:
         return [_client(d) for d in self._col("clients").find({}).sort([("created", ASCENDING), ("_id", ASCENDING)])]
 
+    @_unavailable
     def remove_client(self, client_id: str) -> bool:
         gone = self._col("clients").delete_one({"_id": client_id}).deleted_count
         self._col("tokens").update_many({"client_id": client_id}, {"$set": {"revoked": True}})
         return gone > 0
 
+    @_unavailable
     def put_user(self, u: User) -> None:
         self._col("users").replace_one({"_id": u.username}, {
             "_id": u.username, "password_hash": u.password_hash, "fhir_user": u.fhir_user, "name": u.name,
             "created": now()}, upsert=True)
 
+    @_unavailable
     def user(self, username: str) -> User | None:
         doc = self._col("users").find_one({"_id": username})
         return None if doc is None else User(doc["_id"], doc["password_hash"], doc.get("fhir_user"), doc.get("name"))
 
+    @_unavailable
     def users(self) -> list[User]:
         return [User(d["_id"], d["password_hash"], d.get("fhir_user"), d.get("name"))
                 for d in self._col("users").find({}).sort("_id", ASCENDING)]
 
+    @_unavailable
     def remove_user(self, username: str) -> bool:
         return self._col("users").delete_one({"_id": username}).deleted_count > 0
 
@@ -121,6 +154,7 @@ class MongoAuthDB:
     def _key_docs(self) -> list[Doc]:
         return list(self._col("keys").find({}).sort("_id", ASCENDING))
 
+    @_unavailable
     def keys(self) -> list[KeyRow]:
         docs = self._key_docs()
         out: list[KeyRow] = []
@@ -131,6 +165,7 @@ class MongoAuthDB:
             out.append((d["kid"], json.loads(d["jwk"]), d["created"], retired))
         return out
 
+    @_unavailable
     def add_key(self, kid: str, private_jwk: dict[str, Any], replacing: str | None) -> bool:
         newest = self._col("keys").find_one({}, sort=[("_id", DESCENDING)])
         if (newest["kid"] if newest else None) != replacing:
@@ -145,6 +180,7 @@ class MongoAuthDB:
             self._col("keys").update_one({"_id": newest["_id"], "retired": None}, {"$set": {"retired": now()}})
         return True
 
+    @_unavailable
     def drop_keys_retired_before(self, instant: int) -> None:
         rows = self.keys()
         gone = [kid for kid, _, _, retired in rows if retired is not None and retired < instant]
@@ -153,11 +189,13 @@ class MongoAuthDB:
 
     # ---- pending authorizations, launches, codes ---------------------------------------------------------------
 
+    @_unavailable
     def put_item(self, table: ItemTable, key: str, data: dict[str, Any], ttl: int) -> None:
         assert table in ("pending", "launches")
         self._sweep()
         self._col(table).replace_one({"_id": key}, {"_id": key, "data": data, "expires": now() + ttl}, upsert=True)
 
+    @_unavailable
     def item(self, table: ItemTable, key: str) -> dict[str, Any] | None:
         assert table in ("pending", "launches")
         doc = self._col(table).find_one({"_id": key})
@@ -165,10 +203,12 @@ class MongoAuthDB:
             return None
         return dict(doc["data"])
 
+    @_unavailable
     def drop_item(self, table: ItemTable, key: str) -> None:
         assert table in ("pending", "launches")
         self._col(table).delete_one({"_id": key})
 
+    @_unavailable
     def put_code(self, code_hash: str, data: dict[str, Any], ttl: int) -> None:
         self._sweep()
         self._col("codes").insert_one({"_id": code_hash, "data": data, "expires": now() + ttl})
@@ -181,6 +221,7 @@ class MongoAuthDB:
             return False
         return True
 
+    @_unavailable
     def take_code(self, code_hash: str) -> tuple[dict[str, Any] | None, bool]:
         doc = self._col("codes").find_one({"_id": code_hash})
         if doc is None or doc["expires"] < now():
@@ -188,16 +229,19 @@ class MongoAuthDB:
         first = self._claim(f"code:{code_hash}", doc["expires"] + CODE_CLAIM_SECONDS)
         return dict(doc["data"]), not first
 
+    @_unavailable
     def set_code_family(self, code_hash: str, data: dict[str, Any]) -> None:
         self._col("codes").update_one({"_id": code_hash}, {"$set": {"data": data}})
 
     # ---- tokens -------------------------------------------------------------------------------------------------
 
+    @_unavailable
     def put_token(self, token_hash: str, row: TokenRow) -> None:
         self._col("tokens").insert_one({"_id": token_hash, "kind": row.kind, "family": row.family,
                                         "client_id": row.client_id, "data": row.data, "issued": row.issued,
                                         "expires": row.expires, "revoked": False})
 
+    @_unavailable
     def token(self, token_hash: str) -> TokenRow | None:
         d = self._col("tokens").find_one({"_id": token_hash})
         if d is None:
@@ -205,9 +249,11 @@ class MongoAuthDB:
         return TokenRow(d["kind"], d["family"], d["client_id"], dict(d["data"]), d["issued"], d["expires"],
                         bool(d["revoked"]))
 
+    @_unavailable
     def revoke_token(self, token_hash: str) -> None:
         self._col("tokens").update_one({"_id": token_hash}, {"$set": {"revoked": True}})
 
+    @_unavailable
     def spend_token(self, token_hash: str) -> bool:
         doc = self._col("tokens").find_one({"_id": token_hash})
         if doc is None or doc["revoked"] or not self._claim(f"refresh:{token_hash}", doc["expires"]):
@@ -215,9 +261,11 @@ class MongoAuthDB:
         self._col("tokens").update_one({"_id": token_hash}, {"$set": {"revoked": True}})
         return True
 
+    @_unavailable
     def revoke_family(self, family: str) -> None:
         self._col("tokens").update_many({"family": family}, {"$set": {"revoked": True}})
 
+    @_unavailable
     def use_jti(self, client_id: str, jti: str, expires: int) -> bool:
         self._sweep()
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fhir_server.storage.group_commit import StorageUnavailable
 from resources.outcome import FhirError
 
 Scope = MutableMapping[str, Any]
@@ -66,7 +67,7 @@ async def gate(auth: Any, scope: Scope, receive: Receive, send: Send, fhir: App)
     if (path == "/fhir" or path.startswith("/fhir/")) and not _public(scope["method"], path):
         try:
             scope["aegis.grant"] = auth.bearer(headers.get("authorization"), "aegis")
-        except FhirError as exc:
+        except (FhirError, StorageUnavailable) as exc:  # answered by the FHIR app: 401, or 503 when unreachable
             scope["aegis.auth_error"] = exc
     await fhir(scope, receive, send)
 

@@ -27,6 +27,7 @@ from fhir_server.authz.grant import Grant
 from fhir_server.settings import Settings
 from fhir_server.search.tree import MatchAll
 from fhir_server.storage.base import SearchQuery, Store
+from fhir_server.storage.group_commit import StorageUnavailable
 from resources import jsonio
 from resources.outcome import Unauthorized
 from smart_auth import keys, pages
@@ -92,7 +93,12 @@ class AuthServer:
             Route("/auth/revoke", self.revoke, methods=["POST"]),
             Route("/auth/launcher", self.launcher, methods=["GET", "POST"]),
         ]
-        self.app = Starlette(routes=routes)
+        self.app = Starlette(routes=routes, exception_handlers={StorageUnavailable: self._unavailable})
+
+    async def _unavailable(self, request: Request, exc: Exception) -> Response:
+        log.error("authorization server storage unavailable: %s", exc)
+        return _json({"error": "temporarily_unavailable", "error_description": "the authorization server's "
+                      "database is unreachable; try again"}, 503, {"Retry-After": "5"})
 
     @staticmethod
     def owns(path: str) -> bool:
