@@ -91,6 +91,15 @@ class MongoAuthDB:
                     # createIndexes that names only existing indexes
                     self._col(col).create_index(keys, name=name)
 
+    def _put(self, col: str, doc: Doc) -> None:
+        """Insert or replace by ``_id``. Two upserts of a new ``_id`` racing (two ``--demo`` servers starting) may
+        fail one with a duplicate key where the server does not retry it (FerretDB): the document exists then, so
+        the replace is tried again."""
+        try:
+            self._col(col).replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        except DuplicateKeyError:
+            self._col(col).replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
     def _sweep(self) -> None:
         """Delete expired one-time records, at most once a minute per process."""
         t = now()
@@ -109,10 +118,10 @@ class MongoAuthDB:
 
     @_unavailable
     def put_client(self, c: Client) -> None:
-        self._col("clients").replace_one({"_id": c.client_id}, {
+        self._put("clients", {
             "_id": c.client_id, "name": c.name, "kind": c.kind, "secret_hash": c.secret_hash,
             "redirect_uris": c.redirect_uris, "scope": c.scope, "jwks": json.dumps(c.jwks) if c.jwks else None,
-            "jwks_url": c.jwks_url, "launch_url": c.launch_url, "created": now()}, upsert=True)
+            "jwks_url": c.jwks_url, "launch_url": c.launch_url, "created": now()})
 
     @_unavailable
     def client(self, client_id: str) -> Client | None:
@@ -131,9 +140,9 @@ class MongoAuthDB:
 
     @_unavailable
     def put_user(self, u: User) -> None:
-        self._col("users").replace_one({"_id": u.username}, {
+        self._put("users", {
             "_id": u.username, "password_hash": u.password_hash, "fhir_user": u.fhir_user, "name": u.name,
-            "created": now()}, upsert=True)
+            "created": now()})
 
     @_unavailable
     def user(self, username: str) -> User | None:
@@ -193,7 +202,7 @@ class MongoAuthDB:
     def put_item(self, table: ItemTable, key: str, data: dict[str, Any], ttl: int) -> None:
         assert table in ("pending", "launches")
         self._sweep()
-        self._col(table).replace_one({"_id": key}, {"_id": key, "data": data, "expires": now() + ttl}, upsert=True)
+        self._put(table, {"_id": key, "data": data, "expires": now() + ttl})
 
     @_unavailable
     def item(self, table: ItemTable, key: str) -> dict[str, Any] | None:

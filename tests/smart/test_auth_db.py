@@ -110,3 +110,11 @@ def test_servers_rotating_from_the_same_key_make_one_new_key(dbs: list[AuthDB]) 
 def test_an_unreachable_mongodb_is_unavailable_not_an_error(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable):
         open_auth_db("mongodb://127.0.0.1:9/aegis?serverSelectionTimeoutMS=200", tmp_path)
+
+
+def test_registering_the_same_client_at_once_on_two_servers_works(dbs: list[AuthDB]) -> None:
+    # what two `aegis serve --demo` processes starting together do
+    for n in range(3):
+        _race(dbs, lambda db: register_client(db, "Demo", kind="public", redirect_uris=["http://app/cb"],
+                                              scope="patient/*.rs", client_id=f"demo{n}"))
+        assert dbs[1].client(f"demo{n}") is not None
