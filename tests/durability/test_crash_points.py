@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -204,4 +205,59 @@ def test_crash_in_the_middle_of_transactions(backend: str, point: str, tmp_path:
     finally:
         server.stop()
     print(f"{backend} {point}: {counts}")
+    assert counts["acknowledged"] < counts["tried"], "the crash did not interrupt any transaction"
+
+
+def _leftovers(url: str) -> int:
+    """What a dead writer left in a MongoDB store, peeked at read-only (opening a store would run recovery, which is
+    exactly what must happen without a restart here): versions still tagged with a transaction, and outbox tickets
+    in flight."""
+    from pymongo import MongoClient
+    from pymongo.uri_parser import parse_uri
+
+    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+        db = client[parse_uri(url)["database"]]
+        tagged = db["versions"].count_documents({"p": {"$exists": True}})
+        counter = db["meta"].find_one({"_id": "outbox"}) or {}
+        return tagged + len(counter.get("w") or {})
+
+
+@pytest.mark.parametrize("point", [f"{p}@{n}" for p, n in CRASH_POINTS if p.startswith("mongo.")])
+def test_a_surviving_process_settles_what_a_dead_one_left(backend: str, point: str, tmp_path: Path) -> None:
+    """Two server processes share the store; one dies in the middle of transactions and is *not* restarted. The
+    survivor settles the dead writer's transactions by itself (its heartbeat finds writers whose process is gone),
+    and then everything holds as after a restart: all-or-nothing, acknowledged ones whole, the outbox unblocked."""
+    requires(backend, "shared-store")
+    args = store_args(backend)
+    dying = ServerProcess(tmp_path / "dying", args=args)
+    survivor = ServerProcess(tmp_path / "survivor", args=args)
+    tried: set[str] = set()
+    acked: set[str] = set()
+    try:
+        for server in (dying, survivor):
+            server.data_dir.mkdir()
+        survivor.start()
+        _seed(survivor)
+        dying.env = {ENV: point}
+        dying.start()
+        asyncio.run(_load(dying, tried, acked))
+        assert dying.proc is not None
+        dying.proc.wait(timeout=10)
+        url = _store_url(survivor)
+        deadline = time.monotonic() + 60  # the heartbeat runs every lease/4 (15 s)
+        while _leftovers(url) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not _leftovers(url), "the surviving process did not settle the dead writer's transactions"
+        counts = _verify(survivor, tried, acked)
+        with httpx.Client(base_url=survivor.base, timeout=60) as client:
+            stored = {(str(r["resourceType"]), str(r["id"]), int(r["meta"]["versionId"]))  # type: ignore[index]
+                      for r in _history(client)}
+        survivor.stop()
+        events = asyncio.run(_outbox(url))
+        assert events == stored, (f"outbox and history differ: {len(events - stored)} extra, "
+                                  f"{len(stored - events)} missing")
+    finally:
+        dying.stop()
+        survivor.stop()
+    print(f"{backend} {point} (survivor): {counts}")
     assert counts["acknowledged"] < counts["tried"], "the crash did not interrupt any transaction"
