@@ -67,7 +67,10 @@ def now() -> int:
 
 
 class AuthDB(Protocol):
-    """What the authorization server stores. Calls are short point operations, made inline."""
+    """What the authorization server stores. Calls are short point operations; implementations are thread-safe."""
+
+    # whether a call is a network round trip (the server then makes its hottest calls off the event loop)
+    remote: bool
 
     def close(self) -> None: ...
 

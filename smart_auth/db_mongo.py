@@ -15,9 +15,10 @@ collide; one wins). Why not ``find_one_and_update`` filtered on ``used: false``:
 in most rounds), while a duplicate ``_id`` insert always fails for all but one. Documents are otherwise written once
 or only ever get a flag set to true, so FerretDB's whole-document updates cannot lose a concurrent change.
 
-The synchronous ``MongoClient``: the authorization server calls its store inline and synchronously (as it does the
-SQLite file), and each call is one round trip by ``_id``. Expired pending authorizations, launches, codes and
-``jti``s are deleted by each process at most once a minute (FerretDB has no TTL indexes).
+The synchronous ``MongoClient`` (thread-safe), as the authorization server calls its store synchronously: each call
+is one round trip by ``_id``; the server makes the per-request token check and the token endpoint's grants in worker
+threads, the rest inline. Expired pending authorizations, launches, codes and ``jti``s are deleted by each process at
+most once a minute (FerretDB has no TTL indexes).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _unavailable(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 class MongoAuthDB:
+    remote = True
     def __init__(self, url: str) -> None:
         options: dict[str, Any] = {}
         if "serverselectiontimeoutms" not in url.lower():

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jtis (
 
 
 class SqliteAuthDB:
+    remote = False
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

@@ -66,7 +66,7 @@ async def gate(auth: Any, scope: Scope, receive: Receive, send: Send, fhir: App)
         return
     if (path == "/fhir" or path.startswith("/fhir/")) and not _public(scope["method"], path):
         try:
-            scope["aegis.grant"] = auth.bearer(headers.get("authorization"), "aegis")
+            scope["aegis.grant"] = await auth.bearer_async(headers.get("authorization"), "aegis")
         except (FhirError, StorageUnavailable) as exc:  # answered by the FHIR app: 401, or 503 when unreachable
             scope["aegis.auth_error"] = exc
     await fhir(scope, receive, send)

@@ -11,6 +11,7 @@ than redirected: redirecting to an unverified URI would make the server an open 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -116,6 +117,14 @@ class AuthServer:
         return self.base(request).rsplit("/fhir", 1)[0]
 
     # ---- the FHIR side ----------------------------------------------------------------------------------------
+
+    async def bearer_async(self, authorization: str | None, realm: str) -> Grant:
+        """:meth:`bearer` for the gate: in a worker thread when the lookup is a network round trip (MongoDB), so that
+        every FHIR request does not hold the event loop for it; inline for the local SQLite file, where the thread hop
+        would cost more than the lookup."""
+        if self.db.remote:
+            return await asyncio.to_thread(self.bearer, authorization, realm)
+        return self.bearer(authorization, realm)
 
     def bearer(self, authorization: str | None, realm: str) -> Grant:
         """The grant of the request's access token; 401 with ``WWW-Authenticate`` when there is none."""
@@ -305,7 +314,10 @@ class AuthServer:
             client = await authenticate(self.db, form, headers, token_url)
             grant = {"authorization_code": code_grant, "refresh_token": refresh_grant,
                      "client_credentials": client_credentials}[grant_type]
-            return _json(grant(self.db, self.lifetimes, client, form, self.base(request)))
+            # in a worker thread: a grant makes several store calls and may sign an id_token (RSA, CPU-bound), which
+            # should not hold the event loop; both AuthDB implementations are thread-safe
+            body = await asyncio.to_thread(grant, self.db, self.lifetimes, client, form, self.base(request))
+            return _json(body)
         except OAuthError as exc:
             return _oauth_error(exc)
 
