@@ -3,6 +3,8 @@ meaning against real Elasticsearch)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fhir_server.search.bind import bind
@@ -11,11 +13,11 @@ from fhir_server.search.rewrite import prepare_sync
 from fhir_server.search.tree import Cond, Param, Row
 from fhir_server.storage.base import SortKey
 from fhir_server.storage.elastic import paging
-from fhir_server.storage.elastic.render import MATCH_NONE, KeyIn, RefIn, Unrenderable, render
+from fhir_server.storage.elastic.render import MATCH_NONE, KeyIn, RefIn, Unrenderable, as_node, render
 from resources.outcome import InvalidInput
 
 
-def _render(rtype: str, pairs: list[tuple[str, str]]) -> object:
+def _render(rtype: str, pairs: list[tuple[str, str]]) -> Any:
     return render(prepare_sync(bind(rtype, parse_request(pairs), strict=True).tree), rtype)
 
 
@@ -48,9 +50,9 @@ def test_parameters_of_another_type_are_guarded_by_type() -> None:
 
 def test_resolved_chains_and_has_are_terms() -> None:
     ref = RefIn(Param("Observation", "subject", "reference"), "Patient", frozenset({"p2", "p1"}))
-    assert render(ref, "Observation") == {"nested": {"path": "reference", "query": {"bool": {"filter": [
+    assert render(as_node(ref), "Observation") == {"nested": {"path": "reference", "query": {"bool": {"filter": [
         {"term": {"reference.p": "subject"}}, {"terms": {"reference.key": ["Patient/p1", "Patient/p2"]}}]}}}}
-    assert render(KeyIn(frozenset()), "Patient") == MATCH_NONE
+    assert render(as_node(KeyIn(frozenset())), "Patient") == MATCH_NONE
 
 
 def test_null_operands_never_match_and_unknown_fields_are_refused() -> None:

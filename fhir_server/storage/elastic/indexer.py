@@ -7,6 +7,12 @@ order of events irrelevant and reprocessing harmless: documents carry the versio
 request succeeded makes delivery at-least-once: a crash or an unreachable Elasticsearch leaves the events in the
 outbox, and the loop picks them up again (with backoff) until they are indexed — the backlog drains by itself.
 
+Two ways in. The outbox is the durable one: every write of every process, after crashes and outages. The fast
+path serves this process's own writes: the search store hands over each committed version at once, so its
+read-your-writes searches do not wait for an outbox read; the outbox later skips what the fast path indexed at
+that version already. The outbox is then polled at ``idle_poll`` (or slower, so reading it costs at most ~10 % of
+the time when a read is expensive), which is how writes of other processes arrive.
+
 The current state comes from the primary store's public API: a search by ``_id`` per type (versions with the
 store's keys, which ``_include`` needs), and a read for the resources that search does not return (deleted ones).
 A store may expose an event a moment before the version it names is readable (MongoDB: the commit record is the
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +40,7 @@ from fhir_server.storage.elastic.visibility import Visibility
 log = logging.getLogger(__name__)
 
 _IDS_PER_LOOKUP = 32  # the store's point-lookup batch (MongoDB: parallel _id lookups up to 32)
+_MAX_FRESH = 100_000  # bounds the fast path's memory
 _NOT_YET_RETRIES = 200  # × 10 ms: how long an event may precede its version before the batch is retried
 
 
@@ -56,6 +64,8 @@ class Indexer:
         self.dirty: set[str] = set()  # indices written since their last refresh
         self.indexed_total = 0
         self._wake = asyncio.Event()
+        self._fresh: dict[tuple[str, str], int] = {}  # committed here, not yet indexed (the fast path)
+        self._covered: dict[tuple[str, str], int] = {}  # indexed by the fast path, not yet passed by the outbox
         self._task: asyncio.Task[None] | None = None
         self._refresh_lock = asyncio.Lock()
 
@@ -73,14 +83,20 @@ class Indexer:
                 pass
             self._task = None
 
-    def wake(self) -> None:
-        """A write committed in this process: read the outbox now rather than at the next poll."""
+    def submit(self, versions: list[tuple[str, str, int]]) -> None:
+        """Versions ``(type, id, vid)`` this process has just committed: index them now (the fast path), without
+        waiting for the next outbox read."""
+        for rtype, rid, vid in versions:
+            key = (rtype, rid)
+            if len(self._fresh) < _MAX_FRESH:  # beyond: the outbox brings them (an outage, a huge burst)
+                self._fresh[key] = max(self._fresh.get(key, 0), vid)
         self._wake.set()
 
     # ---- the loop --------------------------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         backoff = 0.1
+        next_outbox = 0.0  # when to read the outbox next (monotonic)
         while True:
             try:
                 if not self.healthy or not self.prepared:
@@ -89,16 +105,30 @@ class Indexer:
                         log.warning("Elasticsearch is reachable again; indexing the backlog")
                     self.prepared = self.healthy = True
                 self._wake.clear()
-                events = await self.store.outbox_read(self.consumer, self.batch)
-                if events:
-                    await self._index(events)
-                    await self.store.outbox_ack(self.consumer, events[-1].seq)
-                elif not self.visibility.ready:
-                    await self.refresh()  # what was indexed before this process started is searchable now
-                    self.visibility.mark_ready()
+                if self._fresh:
+                    fresh, self._fresh = self._fresh, {}
+                    await self._index(fresh)
+                    if len(self._covered) > _MAX_FRESH:
+                        self._covered.clear()  # the outbox lags far behind: it indexes them again, harmlessly
+                    for key, vid in fresh.items():
+                        self._covered[key] = max(self._covered.get(key, 0), vid)
+                elif time.monotonic() >= next_outbox:
+                    started = time.monotonic()
+                    events = await self.store.outbox_read(self.consumer, self.batch)
+                    cost = time.monotonic() - started
+                    if events:
+                        await self._index(self._not_covered(events))
+                        await self.store.outbox_ack(self.consumer, events[-1].seq)
+                    elif not self.visibility.ready:
+                        await self.refresh()  # what was indexed before this process started is searchable now
+                        self.visibility.mark_ready()
+                    # a full batch: read on at once; else poll, at most ~10 % of the time reading (an outbox read
+                    # can cost in proportion to the outbox's size: FerretDB uses no index for it)
+                    full = len(events) == self.batch
+                    next_outbox = 0.0 if full else time.monotonic() + max(self.idle_poll, 10 * cost)
+                else:
+                    await self._idle(next_outbox - time.monotonic())
                 backoff = 0.1
-                if not events or len(events) < self.batch:
-                    await self._idle()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must survive anything and retry
@@ -109,22 +139,36 @@ class Indexer:
                     self.healthy = self.healthy and isinstance(exc, RetryBatch)
                 else:
                     log.exception("indexing failed; retrying")
+                self._fresh.clear()  # the outbox has them all
+                next_outbox = 0.0
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _idle(self) -> None:
+    def _not_covered(self, events: list[OutboxEvent]) -> dict[tuple[str, str], int]:
+        """The resources of ``events`` still to index: not those the fast path indexed at that version or later
+        (each fast-path entry is dropped once the outbox has passed its version)."""
+        wanted: dict[tuple[str, str], int] = {}
+        for e in events:
+            key = (e.rtype, e.rid)
+            covered = self._covered.get(key)
+            if covered is not None and e.vid >= covered:
+                del self._covered[key]
+            if covered is None or e.vid > covered:
+                wanted[key] = max(wanted.get(key, 0), e.vid)
+        return wanted
+
+    async def _idle(self, seconds: float) -> None:
         try:
-            await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+            await asyncio.wait_for(self._wake.wait(), max(seconds, 0.0))
         except asyncio.TimeoutError:
             pass
 
     # ---- one batch -------------------------------------------------------------------------------------------------
 
-    async def _index(self, events: list[OutboxEvent]) -> None:
-        wanted: dict[tuple[str, str], int] = {}
-        for e in events:
-            key = (e.rtype, e.rid)
-            wanted[key] = max(wanted.get(key, 0), e.vid)
+    async def _index(self, wanted: dict[tuple[str, str], int]) -> None:
+        """Index the current state of every resource ``(type, id)`` at version ``wanted[…]`` or later."""
+        if not wanted:
+            return
         current = await self._current(wanted)
         ops: list[dict[str, Any]] = []
         targets: list[tuple[str, str, int]] = []
@@ -174,9 +218,9 @@ class Indexer:
                             out[(rtype, version.rid)] = (version, key)
                     missing = [r for r in chunk if (rtype, r) not in out]
                     reads = await asyncio.gather(*[self.store.read(rtype, r) for r in missing])
-                    for rid, version in zip(missing, reads):
-                        if version is not None and version.deleted and version.vid >= pending[(rtype, rid)]:
-                            out[(rtype, rid)] = (version, 0)
+                    for rid, read in zip(missing, reads):
+                        if read is not None and read.deleted and read.vid >= pending[(rtype, rid)]:
+                            out[(rtype, rid)] = (read, 0)
             pending = {k: v for k, v in pending.items() if k not in out}
             if not pending:
                 return out

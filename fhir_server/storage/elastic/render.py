@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fhir_server.search import registry
 from fhir_server.search.extract import OF_TYPE_SUFFIX
@@ -66,6 +66,12 @@ class KeyIn:
     """The resource's own ``"<type>/<id>"`` is one of ``keys`` (a resolved ``_has``)."""
 
     keys: frozenset[str]
+
+
+def as_node(resolved: RefIn | KeyIn) -> Node:
+    """Resolved nodes travel inside ``And``/``Or``/``Not`` like tree nodes (the tree's ``Node`` union, shared by
+    every backend, does not name them)."""
+    return cast(Node, resolved)
 
 
 # ---- boolean helpers --------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Everything but ``search``/``count`` (reads, history, writes, includes, the outbox) goes to the primary store, which
 stays the source of truth; Elasticsearch holds a copy of the current resources, fed by the :mod:`.indexer` from the
 outbox. Writes go through :meth:`SearchStore.transact`, which gives each version a read-your-writes ticket
-(:mod:`.visibility`) and wakes the indexer when the unit has committed.
+(:mod:`.visibility`) and hands the committed versions to the indexer at once (its fast path).
 
 A search:
 
@@ -47,7 +47,7 @@ from fhir_server.storage.elastic.client import EsClient, is_unavailable
 from fhir_server.storage.elastic.documents import SOURCE_FIELDS, version_of
 from fhir_server.storage.elastic.indexer import Indexer
 from fhir_server.storage.elastic.mapping import check_prefix, index_name, index_pattern, template
-from fhir_server.storage.elastic.render import KeyIn, Query, RefIn, Unrenderable, all_of, render
+from fhir_server.storage.elastic.render import KeyIn, Query, RefIn, Unrenderable, all_of, as_node, render
 from fhir_server.storage.elastic.visibility import Visibility
 from resources.outcome import FhirError
 
@@ -78,14 +78,17 @@ class _Unsearchable(Exception):
 class _RecordingTx(WriteTx):
     """The primary store's transaction view, issuing a read-your-writes ticket for every version written."""
 
-    def __init__(self, tx: WriteTx, visibility: Visibility, tickets: list[int]) -> None:
+    def __init__(self, tx: WriteTx, visibility: Visibility, tickets: list[int],
+                 written: list[tuple[str, str, int]]) -> None:
         self._tx = tx
         self._visibility = visibility
         self._tickets = tickets
+        self._written = written
 
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
         version = await self._tx.put(rtype, rid, resource, method=method)
         self._tickets.append(self._visibility.issue(rtype, rid, version.vid))
+        self._written.append((rtype, rid, version.vid))
         return version
 
     async def read(self, rtype: str, rid: str) -> Version | None:
@@ -193,13 +196,15 @@ class SearchStore(Store):
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         runs: list[list[int]] = []
+        written: list[tuple[str, str, int]] = []
 
         async def recorded(tx: WriteTx) -> T:
             if runs:  # the store runs the unit again: the earlier attempt's writes did not happen
                 self.visibility.cancel(runs[-1])
+                written.clear()
             tickets: list[int] = []
             runs.append(tickets)
-            return await unit(_RecordingTx(tx, self.visibility, tickets))
+            return await unit(_RecordingTx(tx, self.visibility, tickets, written))
 
         try:
             result = await self.primary.transact(recorded)
@@ -208,7 +213,7 @@ class SearchStore(Store):
                 self.visibility.cancel(tickets)
             raise
         if self.indexer is not None:
-            self.indexer.wake()
+            self.indexer.submit(written)
         return result
 
     # ---- search and count ------------------------------------------------------------------------------------------
@@ -350,7 +355,7 @@ class SearchStore(Store):
                 size=self.max_join + 1, _source=False, sort=["_doc"], track_total_hits=False)
             ids = [hit["_id"] for hit in response["hits"]["hits"]]
             self._bound(len(ids), f"the chain through {node.param.code}")
-            return RefIn(node.param, node.target_type, frozenset(ids))
+            return as_node(RefIn(node.param, node.target_type, frozenset(ids)))
         if isinstance(node, Has):
             inner = await self._resolve(node.inner, node.source_type)
             refs: list[Query] = [{"term": {"reference.p": node.ref_param.code}}]
@@ -365,7 +370,7 @@ class SearchStore(Store):
             buckets = response.get("aggregations", {}).get("refs", {}).get("mine", {}).get("keys", {}).get(
                 "buckets", [])
             self._bound(len(buckets), f"_has:{node.source_type}:{node.ref_param.code}")
-            return KeyIn(frozenset(b["key"] for b in buckets))
+            return as_node(KeyIn(frozenset(b["key"] for b in buckets)))
         return node
 
     def _bound(self, found: int, what: str) -> None:
