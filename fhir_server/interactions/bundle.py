@@ -190,6 +190,7 @@ def _rewrite(node: Any, mapping: dict[str, str], found: set[str], sites: list[tu
 def _rewrite_dict(node: dict[str, Any], mapping: dict[str, str], found: set[str],
                   sites: list[tuple[dict[str, Any], str]]) -> dict[str, Any]:
     out: dict[str, Any] | None = None  # the copy, made at the first change
+    new: Any
     for key, value in node.items():
         cls = value.__class__
         site = False
@@ -227,6 +228,7 @@ def _rewrite_dict(node: dict[str, Any], mapping: dict[str, str], found: set[str]
 def _rewrite_list(node: list[Any], mapping: dict[str, str], found: set[str],
                   sites: list[tuple[dict[str, Any], str]]) -> list[Any]:
     out: list[Any] | None = None
+    new: Any
     for i, item in enumerate(node):
         cls = item.__class__
         if cls is dict:

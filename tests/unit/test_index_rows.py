@@ -23,5 +23,6 @@ def test_rows_by_class_equal_rows_by_family() -> None:
 
 
 def test_insert_statements() -> None:
-    assert store._INSERT_INDEX["token"] == "INSERT INTO idx_token (pid, rkey, system, code, text) VALUES (?, ?, ?, ?, ?)"
+    assert store._INSERT_INDEX["token"] == \
+        "INSERT INTO idx_token (pid, rkey, system, code, text) VALUES (?, ?, ?, ?, ?)"
     assert store._INSERT_INDEX["uri"] == "INSERT INTO idx_uri (pid, rkey, uri) VALUES (?, ?, ?)"

@@ -347,6 +347,13 @@ def _composite_row(value: CompositeV) -> tuple[Any, ...]:
     return (jsonio.dumps([_fields(p) for p in value.parts]).decode(),)
 
 
+def _one_column(name: str) -> Callable[[Any], tuple[Any, ...]]:
+    def build(value: Any) -> tuple[Any, ...]:
+        return (getattr(value, name),)
+
+    return build
+
+
 def _row_builders() -> dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]]:
     from fhir_server.search import values
 
@@ -357,7 +364,7 @@ def _row_builders() -> dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]]:
         if cls is CompositeV:
             out[cls] = (family, _composite_row)
         elif len(cols) == 1:
-            out[cls] = (family, lambda value, _col=cols[0]: (getattr(value, _col),))
+            out[cls] = (family, _one_column(cols[0]))
         else:
             out[cls] = (family, attrgetter(*cols))  # a tuple of the columns, in order
     return out
