@@ -15,6 +15,11 @@ def store_url(data_dir: Path, args: list[str]) -> str:
     return f"sqlite:///{(data_dir / 'aegis.db').resolve()}"
 
 
+def store_option(args: list[str]) -> list[str]:
+    """The ``--store URL`` of ``aegis serve`` ARGS, for ``aegis clients|users|keys`` (which take no search options)."""
+    return args[args.index("--store"):args.index("--store") + 2] if "--store" in args else []
+
+
 def auth_db(data_dir: Path, args: list[str]) -> AuthDB:
     return open_auth_db(store_url(data_dir, args), data_dir)
 

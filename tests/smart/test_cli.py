@@ -14,7 +14,7 @@ import httpx
 from smart_auth.db import open_auth_db
 from smart_auth.passwords import verify_password
 from tests.smart.oauth import REDIRECT, Endpoints, backend_token, new_key, public_jwks, standalone_token
-from tests.smart.stores import auth_db
+from tests.smart.stores import auth_db, store_option
 from tests.support.server import ServerProcess, store_args
 
 
@@ -25,7 +25,8 @@ def aegis(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> None:
     d = str(tmp_path)
-    args = store_args(backend)  # the commands work on the store the server will serve (--store mongodb://…)
+    serve_args = store_args(backend)
+    args = store_option(serve_args)  # the commands work on the store the server will serve (--store mongodb://…)
     out = aegis("clients", "add", "CLI app", "--redirect-uri", REDIRECT, "--data-dir", d, *args)
     assert out.returncode == 0, out.stderr
     client_id = out.stdout.split("client_id:")[1].split()[0]
@@ -55,7 +56,7 @@ def test_register_apps_and_users_then_use_them(tmp_path: Path, backend: str) -> 
     assert user is not None and user.password_hash.startswith("scrypt$") and "pw-jane" not in user.password_hash
     assert verify_password("pw-jane", user.password_hash) and not verify_password("pw-jan", user.password_hash)
 
-    server = ServerProcess(tmp_path, args=args, auth=True)
+    server = ServerProcess(tmp_path, args=serve_args, auth=True)
     server.start()
     try:
         ep = Endpoints(server.base)

@@ -35,6 +35,7 @@ from tests.smart.oauth import (
     new_key,
     public_jwks,
 )
+from tests.smart.stores import store_option
 from tests.smart.test_cli import aegis
 from tests.support.server import ServerProcess, store_args
 
@@ -61,13 +62,12 @@ def pair(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pai
     root: Path = tmp_path_factory.mktemp("shared-auth")
     servers = [ServerProcess(root / name, args=args, auth=True, env={"AEGIS_BASE_URL": PUBLIC_BASE})
                for name in ("a", "b")]
-    store = args[args.index("--store"):args.index("--store") + 2]
     try:
         for server in servers:
             server.data_dir.mkdir()
             server.start()
         # registered once, through the CLI on the shared database, from a data directory neither server uses
-        cli = ["--data-dir", str(root / "cli"), *store]
+        cli = ["--data-dir", str(root / "cli"), *store_option(args)]
         out = aegis("clients", "add", "Shared app", "--redirect-uri", REDIRECT, "--scope",
                     "openid fhirUser launch/patient offline_access patient/*.rs", *cli)
         assert out.returncode == 0, out.stderr
