@@ -1,5 +1,5 @@
 """``aegis clients …``, ``aegis users …`` and ``aegis keys rotate`` as an operator runs them, then the registered
-app and user used against a server started on the same data directory."""
+app and user used against a server started on the same store (``--data-dir``, and ``--store`` for MongoDB)."""
 
 from __future__ import annotations
 
