@@ -7,6 +7,7 @@ a flag given on the command line wins.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -28,6 +29,15 @@ def _help(name: str) -> str:
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+async def _settle_heap(_: object) -> None:
+    """Once start-up is done, move what it loaded (definitions, registries: long-lived) out of the collector's sight
+    and collect less often: requests allocate many short-lived dicts, and re-scanning the long-lived heap cost
+    ~5-8 % of a write's CPU (A/B on transaction ingest, in process)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 @app.command()
@@ -75,6 +85,7 @@ def serve(
             from smart_auth.demo import register_demo_access
 
             register_demo_access(aegis, console)
+    aegis.on_startup.append(_settle_heap)
     if settings.auth_disabled:
         console.print("[bold red]WARNING: authorization is disabled (--insecure-no-auth / AEGIS_AUTH_DISABLED): "
                       "every resource is open to anyone who can reach this server. Development only.[/bold red]")
