@@ -60,7 +60,8 @@ def _obs(marker: str, subject: str | None = None) -> dict[str, object]:
 def _transaction(marker: str) -> dict[str, object]:
     patient = f"urn:uuid:{uuid.uuid4()}"
     return {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": patient, "request": {"method": "POST", "url": "Patient"},
+        {"fullUrl": patient, "request": {"method": "POST", "url": "Patient",
+                                         "ifNoneExist": f"identifier={SYSTEM}|{marker}"},  # (holds a claim)
          "resource": {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": marker}]}},
         *[{"request": {"method": "POST", "url": "Observation"}, "resource": _obs(marker, patient)} for _ in range(3)],
         *[{"request": {"method": "PUT", "url": f"Observation/pool-{n}"},
@@ -165,11 +166,18 @@ def _verify(server: ServerProcess, tried: set[str], acked: set[str]) -> dict[str
             expected = 3 + sum(1 for m in pool_marker.values() if m == marker) if marker in visible else 0
             assert patients["total"] == (1 if marker in visible else 0), marker
             assert observations["total"] == expected, marker
-        # and nothing stays locked: every pool resource takes a new version
+        # and nothing stays locked: every pool resource takes a new version, and a conditional create with a dead
+        # transaction's criteria (claimed when it died) finds its Patient when it happened, creates one when not
         for n in range(POOL):
             r = client.put(f"/Observation/pool-{n}", json={**_obs("after"), "id": f"pool-{n}"},
                            headers={"Content-Type": "application/fhir+json"})
             assert r.status_code == 200, r.text
+        for marker in tried:
+            r = client.post("/Patient", json={"resourceType": "Patient",
+                                              "identifier": [{"system": SYSTEM, "value": marker}]},
+                            headers={"Content-Type": "application/fhir+json",
+                                     "If-None-Exist": f"identifier={SYSTEM}|{marker}"})
+            assert r.status_code == (200 if marker in visible else 201), (marker, r.status_code, r.text[:300])
     return {"tried": len(tried), "acknowledged": len(acked), "visible": len(visible)}
 
 

@@ -38,6 +38,8 @@ recovery deleted. Abort markers stay (they are tiny) so that this decision can n
 chunks of 32 per update command (it stops answering one with 100), step 4 untags by ``_id`` (any other filter is a
 scan of the collection), and on the packed layout step 3's compare-and-set is a read of ``v`` by ``_id`` followed
 by a replace by ``_id`` (a two-field filter would scan; this leaves a one-round-trip window for another *process*).
+FerretDB also runs every update as a scan of the collection, so step 4 (one update per version) dominates its write
+cost and grows with the database (``bench/RESULTS.md``); on MongoDB each is an ``_id`` index lookup.
 
 **Serialisation.** One writer task per store process runs the queued units one after the other (the shared
 group-commit writer of :mod:`fhir_server.storage.group_commit`, with :class:`MongoBatch`), so conditional creates
