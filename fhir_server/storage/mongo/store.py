@@ -547,6 +547,8 @@ class MongoStore(_Reads, Store):
         if self._client is not None:
             try:
                 # a clean exit: nobody needs to wait for this writer's lease to run out
+                if hasattr(self, "_protocol"):  # (open may have failed before it)
+                    await self._protocol.release_stuck()
                 await self._col("writers").delete_one({"_id": self._writer_id})
             except PyMongoError:
                 pass
@@ -570,6 +572,8 @@ class MongoStore(_Reads, Store):
                 await self._forget_dead_writers()
             except PyMongoError as exc:
                 log.warning("heartbeat failed: %s", exc)
+            except Exception:  # the heartbeat must outlive anything: without it other processes think this one dead
+                log.exception("heartbeat failed")
 
     async def _forget_dead_writers(self) -> None:
         """Settle the unfinished transactions of every dead writer, then drop its liveness document. (Start-up
