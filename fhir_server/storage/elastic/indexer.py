@@ -97,6 +97,7 @@ class Indexer:
     async def _run(self) -> None:
         backoff = 0.1
         next_outbox = 0.0  # when to read the outbox next (monotonic)
+        fresh: dict[tuple[str, str], int] = {}
         while True:
             try:
                 if not self.healthy or not self.prepared:
@@ -112,6 +113,7 @@ class Indexer:
                         self._covered.clear()  # the outbox lags far behind: it indexes them again, harmlessly
                     for key, vid in fresh.items():
                         self._covered[key] = max(self._covered.get(key, 0), vid)
+                    fresh = {}
                 elif time.monotonic() >= next_outbox:
                     started = time.monotonic()
                     events = await self.store.outbox_read(self.consumer, self.batch)
@@ -139,7 +141,10 @@ class Indexer:
                     self.healthy = self.healthy and isinstance(exc, RetryBatch)
                 else:
                     log.exception("indexing failed; retrying")
-                self._fresh.clear()  # the outbox has them all
+                for key, vid in fresh.items():  # retried: their tickets complete only when indexed
+                    if len(self._fresh) < _MAX_FRESH:
+                        self._fresh[key] = max(self._fresh.get(key, 0), vid)
+                fresh = {}
                 next_outbox = 0.0
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -179,8 +184,8 @@ class Indexer:
                                   "version_type": "external_gte"}})
             ops.append(document(version, key))
             targets.append((rtype, rid, version.vid))
-        # a search waits for these writes: make them searchable in the same round trip
-        refresh = self.visibility.waiting > 0
+        # searches wait (or did a moment ago, so more will): make these searchable in the same round trip
+        refresh = self.visibility.waiting > 0 or time.monotonic() - self.visibility.last_wait < 1.0
         if ops:
             response = await self.es.call("bulk", operations=ops, refresh=refresh)
             for (rtype, rid, vid), item in zip(targets, response["items"]):

@@ -2,8 +2,8 @@
 
 Everything but ``search``/``count`` (reads, history, writes, includes, the outbox) goes to the primary store, which
 stays the source of truth; Elasticsearch holds a copy of the current resources, fed by the :mod:`.indexer` from the
-outbox. Writes go through :meth:`SearchStore.transact`, which gives each version a read-your-writes ticket
-(:mod:`.visibility`) and hands the committed versions to the indexer at once (its fast path).
+outbox. Writes go through :meth:`SearchStore.transact`, which, once a unit has committed, gives each version a
+read-your-writes ticket (:mod:`.visibility`) and hands the versions to the indexer at once (its fast path).
 
 A search:
 
@@ -76,18 +76,14 @@ class _Unsearchable(Exception):
 
 
 class _RecordingTx(WriteTx):
-    """The primary store's transaction view, issuing a read-your-writes ticket for every version written."""
+    """The primary store's transaction view, noting every version written (for read-your-writes and indexing)."""
 
-    def __init__(self, tx: WriteTx, visibility: Visibility, tickets: list[int],
-                 written: list[tuple[str, str, int]]) -> None:
+    def __init__(self, tx: WriteTx, written: list[tuple[str, str, int]]) -> None:
         self._tx = tx
-        self._visibility = visibility
-        self._tickets = tickets
         self._written = written
 
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
         version = await self._tx.put(rtype, rid, resource, method=method)
-        self._tickets.append(self._visibility.issue(rtype, rid, version.vid))
         self._written.append((rtype, rid, version.vid))
         return version
 
@@ -195,23 +191,16 @@ class SearchStore(Store):
         await self.primary.outbox_ack(consumer, seq)
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
-        runs: list[list[int]] = []
         written: list[tuple[str, str, int]] = []
 
         async def recorded(tx: WriteTx) -> T:
-            if runs:  # the store runs the unit again: the earlier attempt's writes did not happen
-                self.visibility.cancel(runs[-1])
-                written.clear()
-            tickets: list[int] = []
-            runs.append(tickets)
-            return await unit(_RecordingTx(tx, self.visibility, tickets, written))
+            written.clear()  # should the store run the unit again, only the last run's writes happen
+            return await unit(_RecordingTx(tx, written))
 
-        try:
-            result = await self.primary.transact(recorded)
-        except BaseException:
-            for tickets in runs:
-                self.visibility.cancel(tickets)
-            raise
+        result = await self.primary.transact(recorded)
+        # committed: tickets before the caller is answered, so any search it starts next waits for these versions
+        for rtype, rid, vid in written:
+            self.visibility.issue(rtype, rid, vid)
         if self.indexer is not None:
             self.indexer.submit(written)
         return result
@@ -270,6 +259,7 @@ class SearchStore(Store):
                 raise _Unsearchable(why)
             # notified when tickets are indexed or refreshed; polled for health and readiness
             vis.waiting += 1
+            vis.last_wait = time.monotonic()
             try:
                 await vis.changed(min(remaining, 0.05))
             finally:

@@ -1,18 +1,18 @@
 """Read-your-writes: which acknowledged writes are searchable in Elasticsearch yet.
 
-Every version a unit writes through the search store gets a *ticket* (a number, increasing in this process) when
-``put`` returns, before the unit commits; the ticket is cancelled if the unit does not commit. The indexer
-completes the tickets of a resource once it has indexed a version of it at least as new. So:
+When a unit has committed, before its caller is answered, the search store gives every version it wrote a
+*ticket* (a number, increasing in this process) and hands the versions to the indexer's fast path, which always
+indexes them (the current state, at least as new) and then completes their tickets. So:
 
-* ``issued``  — the newest ticket; a search that starts now must see every write up to it that committed;
-* ``indexed`` — every ticket up to it is in Elasticsearch (completed or cancelled);
+* ``issued``  — the newest ticket; a search that starts now must see every write up to it;
+* ``indexed`` — every ticket up to it is in Elasticsearch;
 * ``visible`` — every ticket up to it is searchable: indexed *and* refreshed.
 
-A search takes ``target = issued`` when it starts and waits until ``visible >= target``. While searches wait, the
-indexer writes its next batch with ``refresh=true`` (one round trip makes it indexed and searchable); a search that
-finds its writes indexed but not refreshed asks for a refresh itself (one refresh serves every search waiting). Tickets are issued before the commit so
-that the indexer can never index a write before its ticket exists; a search that starts while a write is in flight
-may therefore wait for that write too, which only makes it fresher.
+A search takes ``target = issued`` when it starts and waits until ``visible >= target``. While searches wait (or
+have waited within the last second), the indexer writes its batches with ``refresh=true``, so one round trip makes
+them indexed and searchable; a search that finds its writes indexed but not refreshed asks for a refresh itself
+(one refresh serves every search waiting). Writes still in flight when a search starts get no ticket yet, so they
+never hold it up.
 
 Writes committed before this process started are covered by ``ready``: it turns true when the indexer has read the
 outbox to its end once. Until then, and whenever the indexer cannot reach Elasticsearch, searches are answered by
@@ -31,6 +31,7 @@ class Visibility:
         self.visible = 0
         self.ready = False
         self.waiting = 0  # searches waiting for the indexer now (it then refreshes with its bulk request)
+        self.last_wait = -1e9  # when a search last waited (monotonic)
         self._outstanding: dict[int, tuple[str, str, int]] = {}  # ticket → (type, id, vid), in ticket order
         self._by_resource: dict[tuple[str, str], list[int]] = {}
         self._changed = asyncio.Event()
@@ -43,13 +44,6 @@ class Visibility:
         self._outstanding[ticket] = (rtype, rid, vid)
         self._by_resource.setdefault((rtype, rid), []).append(ticket)
         return ticket
-
-    def cancel(self, tickets: list[int]) -> None:
-        for ticket in tickets:
-            entry = self._outstanding.pop(ticket, None)
-            if entry is not None:
-                self._forget(entry[0], entry[1], ticket)
-        self._advance()
 
     # ---- the indexer ---------------------------------------------------------------------------------------------
 
