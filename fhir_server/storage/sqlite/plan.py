@@ -6,8 +6,9 @@ search runs, each top-level condition that can drive it is *counted* through its
 a few dozen microseconds each (:class:`PlanLimits`) — and
 
 - the condition with the fewest rows drives (its matches are looked up by key; the others are probed per row);
-- when every condition is broad (each has at least ``cap`` rows), each is cheap to probe (one index lookup per
-  row: parameter values, ids, types — not chains or ``_has``, whose probes fan out through references) and the
+- when every condition is broad (each has at least ``cap`` rows), each is cheap to probe (a few index lookups per
+  row: parameter values, ids, types, chains through the row's own references — not ``_has``, whose probe fans out
+  through every reference to the row) and the
   results are in key order, walking the type's rows in key order and probing each finds a page after a bounded
   number of rows whatever the data size, so the store first tries that over a few growing *windows* of keys, and
   only if they do not fill the page does the cheapest condition drive the rest.
@@ -101,11 +102,15 @@ def choose(conn: sqlite3.Connection, tree: Node, estimate_sql: EstimateSql,
 
 
 def _cheap_probe(node: Node) -> bool:
-    """Whether checking the condition for one row costs a bounded number of index lookups."""
+    """Whether checking the condition for one row costs a bounded number of index lookups. A chain follows the
+    row's own references (a handful), so it is as cheap as its target's conditions; ``_has`` follows every
+    reference *to* the row (a patient's hundreds of observations), so it is not."""
     if isinstance(node, (And, Or)):
         return all(_cheap_probe(n) for n in node.items)
     if isinstance(node, Not):
         return _cheap_probe(node.item)
+    if isinstance(node, Chain):
+        return _cheap_probe(node.inner)
     return isinstance(node, (Row, Missing, IdIn, TypeIn, MatchAll, MatchNone))
 
 
