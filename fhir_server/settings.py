@@ -59,6 +59,5 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="Extra browser origins allowed by CORS, comma-separated; the origins "
                               "of registered redirect URIs are always allowed.")
 
-
     def store_url(self) -> str:
         return self.store or f"sqlite:///{(self.data_dir / 'aegis.db').resolve()}"
