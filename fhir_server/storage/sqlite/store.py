@@ -309,13 +309,20 @@ def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRen
               cursor: tuple[Any, ...] | None, backwards: bool, limit: int,
               windows: tuple[int, ...]) -> list[tuple[Any, ...]]:
     """Rows in key order for a search whose conditions are all broad: probe the type's rows window by window
-    (see ``plan.py``); if the windows do not fill the page, the driving plan continues after the last window."""
+    (see ``plan.py``); if the windows do not fill the page, the driving plan continues after the last window.
+
+    Broad is not dense: 1,000 matches among millions of rows would leave every window nearly empty. So after each
+    window the walk projects the matches the remaining windows would find at the density seen so far, and hands
+    over to the driving plan as soon as they could not fill the page."""
     probe_args: list[Any] = []
     probe_where = _probe_clause(rtype, tree, probe_args, renderer)
     step = "<" if backwards else ">"
     edge = cursor[-1] if cursor is not None else None  # the key the walk starts after (before, backwards)
     rows: list[tuple[Any, ...]] = []
-    for size in windows:
+    walked = 0
+    for i, size in enumerate(windows):
+        if walked and len(rows) * sum(windows[i:]) < (limit - len(rows)) * walked:
+            break  # too sparse: the rest of the windows would not fill the page
         bound_sql = (f"SELECT rkey FROM resource_current WHERE rtype = ? AND deleted = 0"
                      + (f" AND rkey {step} ?" if edge is not None else "")
                      + f" ORDER BY rkey {'DESC' if backwards else 'ASC'} LIMIT 1 OFFSET ?")
@@ -333,6 +340,9 @@ def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRen
         if len(rows) >= limit or found is None:
             return rows
         edge = found[0]
+        walked += size
+    if edge is None:  # handed over before any window: drive from the start (or the cursor)
+        return select(driven_where, driven_args)
     rest = f" AND c.rkey {step} ?"
     return rows + select(driven_where, driven_args, rest, (edge,), limit - len(rows))
 
