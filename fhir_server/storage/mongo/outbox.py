@@ -6,14 +6,20 @@ position already acknowledged. Version sequence numbers cannot give that order w
 process numbers its versions itself, and a slow commit with smaller numbers can land after a fast one with larger
 numbers.
 
-So every commit takes a **ticket** from one counter document (``meta`` ``{_id: "outbox", n, w: {writer: ticket}}``)
-*before* inserting its commit record, and the same atomic update registers the ticket as in flight for its writer
-(a compare-and-set on ``n``: one round trip when this process was the last to take one). The record carries the
-ticket as ``o``; the writer unregisters it once the record is inserted or can no longer be (aborted). A reader reads
-the counter document first: records with a ticket below every ticket in flight (and at most ``n``) can no longer be
-joined by a smaller one, so it returns those, in ticket order, and nothing beyond. A writer that dies with a ticket
-in flight holds the outbox back until recovery settles its transaction and drops the ticket
-(:meth:`~.store.MongoStore` forgets dead writers at start-up and in its heartbeat).
+So every commit takes a **ticket** *before* inserting its commit record. A ticket is a document of ``tickets``,
+``{_id: n, f: writer}``, and taking one is **inserting** it: the unique ``_id`` gives each number to exactly one
+writer, on every server (FerretDB 1.24 does not make a filtered update atomic across connections, so a counter
+document updated with a compare-and-set or ``$inc`` would hand one number to several writers). A writer inserts the
+number after the highest it knows of, and on a duplicate key reads the highest taken and tries the next: so ticket
+``n`` is only ever inserted once ``n - 1`` exists, and the tickets are dense and appear in number order. The same
+insert registers the ticket as in flight (``f``, the writer); the record carries the ticket as ``o``, and the writer
+unsets ``f`` (by ``_id``) once the record is inserted or can no longer be (aborted). Ticket documents are kept (one
+small document per commit), so a number is never handed out twice.
+
+A reader reads the highest ticket first, then the tickets in flight: records with a ticket below every ticket in
+flight (and at most the highest) can no longer be joined by a smaller one, so it returns those, in ticket order, and
+nothing beyond. A writer that dies with a ticket in flight holds the outbox back until recovery settles its
+transaction and drops the ticket (:meth:`~.store.MongoStore` forgets dead writers at start-up and in its heartbeat).
 
 Event positions are ``ticket << 20 | index in the record``, so acknowledging the last event read resumes inside a
 record that had more events than the read's limit.
@@ -23,62 +29,73 @@ from __future__ import annotations
 
 from typing import Any
 
+from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from fhir_server.storage.base import OutboxEvent
 
 Doc = dict[str, Any]
-_KEY = "outbox"
+COLLECTION = "tickets"
 INDEX_BITS = 20  # events per commit record: up to a million
 
 
-def _field(writer: Any) -> str:
-    return f"w.{writer}"
+async def _highest(db: AsyncDatabase[Doc]) -> int:
+    newest = await db[COLLECTION].find({}, projection={"_id": 1}).sort("_id", DESCENDING).limit(1).to_list()
+    return int(newest[0]["_id"]) if newest else 0
 
 
 class Tickets:
     def __init__(self, db: AsyncDatabase[Doc], writer_id: Any) -> None:
-        self._meta = db["meta"]
+        self._db = db
+        self._col = db[COLLECTION]
         self._writer = writer_id
-        self._guess = 0  # the counter as this process last saw it
+        self._guess = 0  # the highest ticket this process knows to exist
+        self._open: set[int] = set()  # this writer's tickets still registered in flight
 
     async def take(self) -> int:
-        """A new ticket, registered as in flight for this writer (replacing any ticket it had in flight)."""
+        """A new ticket, registered as in flight for this writer (an earlier ticket of this writer that is still
+        registered, because its release failed, is released now: its commit's fate was decided before)."""
         while True:
             ticket = self._guess + 1
-            result = await self._meta.update_one({"_id": _KEY, "n": self._guess},
-                                                 {"$set": {"n": ticket, _field(self._writer): ticket}})
-            if result.matched_count:
-                self._guess = ticket
-                return ticket
-            current = await self._meta.find_one({"_id": _KEY}, projection={"n": 1})
-            if current is None:
-                await self._meta.update_one({"_id": _KEY}, {"$setOnInsert": {"n": 0, "w": {}}}, upsert=True)
-                self._guess = 0
-            else:
-                self._guess = int(current["n"])
+            try:
+                await self._col.insert_one({"_id": ticket, "f": self._writer})
+            except DuplicateKeyError:
+                self._guess = max(self._guess + 1, await _highest(self._db))
+                continue
+            self._guess = ticket
+            break
+        for earlier in sorted(self._open):
+            try:
+                await self.done(earlier)
+            except PyMongoError:
+                break
+        self._open.add(ticket)
+        return ticket
 
     async def done(self, ticket: int) -> None:
-        """This writer's ``ticket`` is no longer in flight (a newer ticket of this writer stays)."""
-        await self._meta.update_one({"_id": _KEY, _field(self._writer): ticket},
-                                    {"$unset": {_field(self._writer): ""}})
+        """This writer's ``ticket`` is no longer in flight (by ``_id``: only its writer, or the settler of a dead
+        writer, clears it, and clearing is idempotent)."""
+        await self._col.update_one({"_id": ticket}, {"$unset": {"f": ""}})
+        self._open.discard(ticket)
 
     async def drop(self, writer: Any) -> None:
-        """A dead writer's ticket is no longer in flight (once recovery has settled its transactions)."""
-        await self._meta.update_one({"_id": _KEY}, {"$unset": {_field(writer): ""}})
+        """A dead writer's tickets are no longer in flight (once recovery has settled its transactions)."""
+        async for doc in self._col.find({"f": writer}, projection={"_id": 1}):
+            await self._col.update_one({"_id": doc["_id"]}, {"$unset": {"f": ""}})
 
     async def in_flight(self) -> list[str]:
         """The writers (ids as text) with a ticket in flight."""
-        counter = await self._meta.find_one({"_id": _KEY}, projection={"w": 1})
-        return list((counter or {}).get("w") or {})
+        return list({str(doc["f"]) async for doc in self._col.find({"f": {"$exists": True}}, projection={"f": 1})})
 
 
 async def read(db: AsyncDatabase[Doc], pos: int, limit: int) -> list[OutboxEvent]:
     """Events after position ``pos``, in commit order, as far as no commit in flight could still precede them."""
-    counter = await db["meta"].find_one({"_id": _KEY})
-    if counter is None:
-        return []
-    below = min([int(t) for t in (counter.get("w") or {}).values()] + [int(counter["n"]) + 1])
+    # the highest first: every ticket up to it was inserted (registered in flight) before this read; each is then
+    # either still in flight below, or released, which happens only after its record was inserted or aborted
+    highest = await _highest(db)
+    flying = [int(doc["_id"]) async for doc in db[COLLECTION].find({"f": {"$exists": True}}, projection={"_id": 1})]
+    below = min(flying + [highest + 1])
     first = pos >> INDEX_BITS
     if first >= below:
         return []

@@ -17,11 +17,16 @@
     outbox positions); ``p``/``w`` name the transaction and writer while the version is not yet published.
 ``commits`` — the transaction log, which is also the outbox: one document per committed batch
     (``_id`` = transaction id, ``st: "c"``, ``o`` = its outbox ticket, ``ev`` = its events), or an abort marker
-    (``st: "a"``). See :mod:`.commit` and :mod:`.outbox`. ``claims`` — criteria claims of conditional matches in
-    progress (:mod:`.claims`).
+    (``st: "a"``). See :mod:`.commit` and :mod:`.outbox`. ``tickets`` — the outbox tickets (``_id`` = the ticket
+    number, ``f`` = its writer while in flight; :mod:`.outbox`). ``claims`` — criteria claims of conditional matches
+    in progress (:mod:`.claims`).
 ``consumers`` — outbox positions (``_id`` = consumer name, ``pos``). ``writers`` — one document per running store
-    process (liveness, for recovery). ``meta`` — the schema version, the writer-slot counter and the outbox ticket
-    counter.
+    process (liveness, for recovery). ``meta`` — the schema version and layout, and the writer slots (``_id`` =
+    ``"slot:<n>"``, ``w`` = the writer holding it: :class:`.store.MongoStore`).
+
+Every allocation that must have one winner across processes — a writer slot, an outbox ticket, a claim, a commit
+record or abort marker — is an insert of a unique ``_id``, never a filtered update (``$inc``, compare-and-set,
+upsert): FerretDB 1.24 does not make a filtered update atomic across connections, so several callers would win.
 
 Two layouts of the search index, chosen when the database is created and recorded in ``meta``:
 
@@ -48,7 +53,7 @@ import bson
 from bson import Binary
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from fhir_server.search.tree import Param
 from fhir_server.search.values import (
@@ -65,7 +70,8 @@ from fhir_server.search.values import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: commit records ordered by outbox ticket ``o``
+SCHEMA_VERSION = 3  # 2: commit records ordered by outbox ticket ``o``; 3: tickets and writer slots are inserted
+# documents (``tickets``, ``meta`` ``slot:N``), not counters updated in place
 
 FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "string": ("norm", "exact"),
@@ -242,6 +248,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("p", ASCENDING)], name="pending", sparse=True),
     ],
     "commits": [IndexModel([("o", ASCENDING)], name="outbox_ticket", sparse=True)],
+    "tickets": [IndexModel([("f", ASCENDING)], name="in_flight", sparse=True)],
 }
 
 
@@ -255,12 +262,19 @@ async def ensure(db: AsyncDatabase[dict[str, Any]]) -> str:
                            f"uses {SCHEMA_VERSION}. Load the data into a fresh database.")
     elem_match = await supports_elem_match(db)
     if found is None:
-        await meta.update_one({"_id": "schema"}, {"$setOnInsert": {
-            "version": SCHEMA_VERSION, "layout": FIELDS if elem_match else PACKED}}, upsert=True)
+        # an insert, not an upsert: on FerretDB 1.24 processes upserting one new _id at once fail with duplicate
+        # keys; of inserts exactly one wins, and the others read the winner's document
+        try:
+            await meta.insert_one({"_id": "schema", "version": SCHEMA_VERSION,
+                                   "layout": FIELDS if elem_match else PACKED})
+        except DuplicateKeyError:
+            pass
         found = await meta.find_one({"_id": "schema"})
         assert found is not None
+        if found.get("version") != SCHEMA_VERSION:
+            raise RuntimeError(f"the database was written with MongoDB store schema {found.get('version')}; this "
+                               f"Aegis uses {SCHEMA_VERSION}. Load the data into a fresh database.")
     layout = str(found.get("layout", FIELDS))
-    await meta.update_one({"_id": "outbox"}, {"$setOnInsert": {"n": 0, "w": {}}}, upsert=True)
     if layout == FIELDS and not elem_match:
         raise RuntimeError("this database keeps its search index in fields queried with $elemMatch, which this "
                            "server does not support; serve it from MongoDB")
@@ -280,7 +294,10 @@ async def supports_elem_match(db: AsyncDatabase[dict[str, Any]]) -> bool:
     """Whether the server evaluates ``$elemMatch`` over subdocument fields, on one element (MongoDB does; FerretDB
     1.x refuses field conditions in ``$elemMatch``). Without it, search filters are supersets checked in Python."""
     meta = db["meta"]
-    await meta.replace_one({"_id": "probe"}, {"a": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}, upsert=True)
+    try:  # (every process writes the same document; an upsert racing another's may fail on FerretDB 1.24)
+        await meta.insert_one({"_id": "probe", "a": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]})
+    except DuplicateKeyError:
+        pass
     try:
         hit = await meta.find_one({"_id": "probe", "a": {"$elemMatch": {"x": 1, "y": 2}}})
         miss = await meta.find_one({"_id": "probe", "a": {"$elemMatch": {"x": 1, "y": 4}}})

@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
-from pymongo import AsyncMongoClient, DESCENDING, ReturnDocument
+from pymongo import AsyncMongoClient, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.uri_parser import parse_uri
 
 from fhir_server.search.tree import Node, Or, Param
@@ -64,6 +64,7 @@ _VERSION_FIELDS = {"t": 1, "i": 1, "v": 1, "lu": 1, "d": 1, "m": 1, "b": 1, "s":
 # up to this many keys are fetched by parallel _id lookups: on MongoDB index lookups; on FerretDB the one filter it
 # evaluates inside SQLite (a scan of raw JSON that stops at the match) instead of decoding every document in Go
 _POINT_LOOKUPS = 32
+_SLOTS = 1024  # writer slots: the 10 bits of a sequence number between its milliseconds and its counter
 
 
 def _version(doc: Doc) -> Version:
@@ -493,6 +494,7 @@ class MongoStore(_Reads, Store):
         self._clock = SeqClock(0)
         self._last_millis = 0
         self._writer_id = ObjectId()
+        self._slot_key: str | None = None  # this writer's slot document in ``meta``
         self._host = _host_id()
 
     def _col(self, name: str) -> AsyncCollection[Doc]:
@@ -508,10 +510,8 @@ class MongoStore(_Reads, Store):
         try:
             self.layout = await schema.ensure(self._db)
             self._renderer = Renderer(self.layout)
-            slot = await self._col("meta").find_one_and_update(
-                {"_id": "writer_slot"}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER)
-            assert slot is not None  # (an upsert returning the document after it)
-            self._clock = SeqClock(int(slot["n"]))
+            await self._register()  # alive before holding a slot: a slot of a writer without liveness is free
+            self._clock = SeqClock(await self._take_slot())
             await self._register()
             protocol = Protocol(self._db, self._writer_id, self._is_dead, self.layout)
             self._protocol = protocol
@@ -550,10 +550,37 @@ class MongoStore(_Reads, Store):
                 if hasattr(self, "_protocol"):  # (open may have failed before it)
                     await self._protocol.release_stuck()
                 await self._col("writers").delete_one({"_id": self._writer_id})
+                if self._slot_key is not None:
+                    await self._col("meta").delete_one({"_id": self._slot_key, "w": self._writer_id})
             except PyMongoError:
                 pass
             await self._client.close()
             self._client = None
+
+    async def _take_slot(self) -> int:
+        """A writer slot no live process holds: an **insert** of ``meta`` ``{_id: "slot:<n>", w: <writer>}`` for
+        the lowest free ``n`` (the unique ``_id`` gives a slot to exactly one process; FerretDB 1.24 lets several
+        processes win a ``find_one_and_update`` with ``$inc``, so a counter would hand two of them one slot, and
+        then the same sequence numbers). A clean close deletes the document; a dead writer's stays until every
+        slot is taken (so a writer merely taken for dead keeps its slot as long as possible), and is then taken
+        over."""
+        meta = self._col("meta")
+        held = {doc["_id"] async for doc in meta.find({"_id": {"$regex": "^slot:"}}, projection={"_id": 1})}
+        for n in [n for n in range(_SLOTS) if f"slot:{n}" not in held] + list(range(_SLOTS)):
+            key = f"slot:{n}"
+            if key in held:  # (second pass) held: free it only when its writer is dead
+                holder = await meta.find_one({"_id": key})
+                if holder is not None:
+                    if not await self._is_dead(holder.get("w")):
+                        continue
+                    await meta.delete_one({"_id": key, "w": holder.get("w")})
+            try:
+                await meta.insert_one({"_id": key, "w": self._writer_id, "at": time.time()})
+            except DuplicateKeyError:
+                continue
+            self._slot_key = key
+            return n
+        raise StorageUnavailable(f"all {_SLOTS} writer slots are held by live server processes")
 
     async def _register(self) -> None:
         """This process's liveness document (an upsert: a process declared dead while it stalled comes back)."""
@@ -646,4 +673,11 @@ class MongoStore(_Reads, Store):
 
     @_unavailable
     async def outbox_ack(self, consumer: str, seq: int) -> None:
-        await self._col("consumers").update_one({"_id": consumer}, {"$max": {"pos": seq}}, upsert=True)
+        consumers = self._col("consumers")
+        # no upsert: on FerretDB 1.24 upserts of one new _id racing each other fail with duplicate keys
+        while not (await consumers.update_one({"_id": consumer}, {"$max": {"pos": seq}})).matched_count:
+            try:
+                await consumers.insert_one({"_id": consumer, "pos": seq})
+                return
+            except DuplicateKeyError:
+                continue  # created meanwhile: update it
