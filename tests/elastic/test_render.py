@@ -13,7 +13,8 @@ from fhir_server.search.rewrite import prepare_sync
 from fhir_server.search.tree import Cond, Param, Row
 from fhir_server.storage.base import SortKey
 from fhir_server.storage.elastic import paging
-from fhir_server.storage.elastic.render import MATCH_NONE, KeyIn, RefIn, Unrenderable, as_node, render
+from fhir_server.search.resolved import KeyIn, RefIn, as_node
+from fhir_server.storage.elastic.render import MATCH_NONE, Unrenderable, render
 from resources.outcome import InvalidInput
 
 

@@ -253,14 +253,20 @@ def test_store_agrees_with_oracle(backend: str, loop: asyncio.AbstractEventLoop,
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             store = open_store_from_url(_store_url(backend, Path(tmp)), **search_options(backend))
-            await store.open()
-            try:
-                stored = await _load(store, data)
-                for q in patient_qs:
-                    await _compare(store, stored, "Patient", q)
-                for q in observation_qs:
-                    await _compare(store, stored, "Observation", q)
-            finally:
-                await store.close()
+            await check_store(store, data, patient_qs, observation_qs)
 
     loop.run_until_complete(run())
+
+
+async def check_store(store: Store, data: list[dict[str, Any]], patient_qs: list[list[tuple[str, str]]],
+                      observation_qs: list[list[tuple[str, str]]]) -> None:
+    """Open ``store``, load ``data`` and compare every query with the oracle; close the store whatever happens."""
+    await store.open()
+    try:
+        stored = await _load(store, data)
+        for q in patient_qs:
+            await _compare(store, stored, "Patient", q)
+        for q in observation_qs:
+            await _compare(store, stored, "Observation", q)
+    finally:
+        await store.close()

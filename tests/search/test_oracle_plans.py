@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fhir_server.storage.sqlite.plan import PlanLimits
 from fhir_server.storage.sqlite.store import SqliteStore
-from tests.search.test_oracle import ORACLE, _compare, _load, datasets, loop, observation_queries, patient_queries
+from tests.search.test_oracle import ORACLE, check_store, datasets, loop, observation_queries, patient_queries
 
 __all__ = ["loop"]  # the event-loop fixture, shared with test_oracle
 
@@ -33,15 +33,7 @@ def test_windowed_and_counted_plans_agree_with_oracle(loop: asyncio.AbstractEven
                                                       observation_qs: list[list[tuple[str, str]]]) -> None:
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            store = SqliteStore(str(Path(tmp) / "plans.db"), plan_limits=TINY)
-            await store.open()
-            try:
-                stored = await _load(store, data)
-                for q in patient_qs:
-                    await _compare(store, stored, "Patient", q)
-                for q in observation_qs:
-                    await _compare(store, stored, "Observation", q)
-            finally:
-                await store.close()
+            await check_store(SqliteStore(str(Path(tmp) / "plans.db"), plan_limits=TINY), data, patient_qs,
+                              observation_qs)
 
     loop.run_until_complete(run())

@@ -20,8 +20,7 @@ Anything the renderer cannot express raises :class:`Unrenderable`; the search th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from fhir_server.search import registry
 from fhir_server.search.extract import OF_TYPE_SUFFIX
@@ -40,6 +39,7 @@ from fhir_server.search.tree import (
     TextSearch,
     TypeIn,
 )
+from fhir_server.search.resolved import KeyIn, RefIn
 from fhir_server.storage.elastic.mapping import FAMILY_FIELDS
 
 Query = dict[str, Any]
@@ -50,28 +50,6 @@ _RANGE = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}
 
 class Unrenderable(Exception):
     """The tree holds something this renderer cannot express (the primary store answers instead)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RefIn:
-    """Some reference of ``param`` points at ``target_type``/one of ``ids`` (a resolved ``Chain``)."""
-
-    param: Param
-    target_type: str
-    ids: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyIn:
-    """The resource's own ``"<type>/<id>"`` is one of ``keys`` (a resolved ``_has``)."""
-
-    keys: frozenset[str]
-
-
-def as_node(resolved: RefIn | KeyIn) -> Node:
-    """Resolved nodes travel inside ``And``/``Or``/``Not`` like tree nodes (the tree's ``Node`` union, shared by
-    every backend, does not name them)."""
-    return cast(Node, resolved)
 
 
 # ---- boolean helpers --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from fhir_server.search.resolved import KeyIn, RefIn, as_node
 from fhir_server.search.tree import And, Chain, Has, Node, Not, Or, Param, TypeIn
 from fhir_server.storage.base import (
     HistoryQuery,
@@ -47,7 +48,7 @@ from fhir_server.storage.elastic.client import EsClient, is_unavailable
 from fhir_server.storage.elastic.documents import SOURCE_FIELDS, version_of
 from fhir_server.storage.elastic.indexer import Indexer
 from fhir_server.storage.elastic.mapping import check_prefix, index_name, index_pattern, template
-from fhir_server.storage.elastic.render import KeyIn, Query, RefIn, Unrenderable, all_of, as_node, render
+from fhir_server.storage.elastic.render import Query, Unrenderable, all_of, render
 from fhir_server.storage.elastic.visibility import Visibility
 from resources.outcome import FhirError
 

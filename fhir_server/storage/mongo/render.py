@@ -56,6 +56,7 @@ from fhir_server.search.tree import (
     TextSearch,
     TypeIn,
 )
+from fhir_server.search.resolved import KeyIn, RefIn, as_node
 from fhir_server.search.values import ReferenceV
 from fhir_server.storage.base import SortKey
 from fhir_server.storage.mongo.schema import (
@@ -85,29 +86,7 @@ class TooCostly(FhirError):
     issue_code = "too-costly"
 
 
-# ---- nodes that resolution substitutes for Chain and Has --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RefIn:
-    """Some reference of ``param`` points at ``target_type``/one of ``ids`` (a resolved ``Chain``)."""
-
-    param: Param
-    target_type: str
-    ids: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyIn:
-    """The resource's own ``"<type>/<id>"`` is one of ``keys`` (a resolved ``_has``)."""
-
-    keys: frozenset[str]
-
-
-def as_node(leaf: RefIn | KeyIn) -> Node:
-    """A resolved leaf in a search tree: the tree's node union does not name these store-private leaves, which
-    only this module's renderer and checker (and the store's ``_pinned_keys``) ever meet."""
-    return leaf  # type: ignore[return-value]
+# ---- resolving Chain and Has into id sets (fhir_server.search.resolved) -------------------------------------------
 
 
 Collect = Callable[[str, Node, int], Awaitable[list[dict[str, Any]]]]

@@ -49,7 +49,7 @@ from fhir_server.storage.mongo import outbox, plans, render, schema
 from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
 from fhir_server.storage.mongo.claims import Claims
 from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
-from fhir_server.storage.mongo.render import MATCH_ALL, RefIn, Rendered, Renderer, SortSpec, all_of
+from fhir_server.storage.mongo.render import RefIn, Rendered, Renderer, SortSpec, all_of
 from fhir_server.storage.sqlite.store import _parse_instant_millis, format_instant
 from resources import jsonio
 from resources.canonical import stamped
