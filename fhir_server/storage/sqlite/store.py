@@ -323,7 +323,7 @@ def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRen
     for i, size in enumerate(windows):
         if walked and len(rows) * sum(windows[i:]) < (limit - len(rows)) * walked:
             break  # too sparse: the rest of the windows would not fill the page
-        bound_sql = (f"SELECT rkey FROM resource_current WHERE rtype = ? AND deleted = 0"
+        bound_sql = ("SELECT rkey FROM resource_current WHERE rtype = ? AND deleted = 0"
                      + (f" AND rkey {step} ?" if edge is not None else "")
                      + f" ORDER BY rkey {'DESC' if backwards else 'ASC'} LIMIT 1 OFFSET ?")
         bound_args = [rtype, *([edge] if edge is not None else []), size - 1]
