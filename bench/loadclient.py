@@ -342,19 +342,41 @@ async def _drive(conn: HttpConnection, worker: OpWorker, phase: _Phase, target: 
     return conn
 
 
+def _descendants(pid: int) -> list[int]:
+    """The live child processes of ``pid`` and theirs (the server's prepare processes)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            out.append(child)
+            out.extend(_descendants(child))
+    return out
+
+
 def proc_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """CPU seconds used so far by ``pids`` and their live descendants."""
     if not pids:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        # Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
+        for i, one in enumerate([pid, *_descendants(pid)]):
+            try:
+                stat = Path(f"/proc/{one}/stat").read_text()
+            except OSError:
+                if i == 0:
+                    return None
+                continue  # a child that ended meanwhile
+            # Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 

@@ -17,6 +17,7 @@ from fhir_server.http.media import Format, response_format
 from fhir_server.http.render import content_type, render_body
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions.common import Services
+from fhir_server.prepare.pool import PreparePool
 from fhir_server.routing import dispatch
 from fhir_server.settings import Settings
 from fhir_server.storage import open_store_from_url
@@ -45,7 +46,8 @@ class AegisApp:
         self.store = store or open_store_from_url(
             settings.store_url(), synchronous=settings.sqlite_synchronous, search=settings.search,
             search_index_prefix=settings.search_index_prefix, search_fallback=settings.search_fallback)
-        self.services = Services(self.store, settings)
+        self.prepare = PreparePool(settings.prepare_workers, settings.prepare_min_bytes)
+        self.services = Services(self.store, settings, prepare=self.prepare)
         self.on_startup: list[Callable[[AegisApp], Awaitable[None]]] = []
         # the SMART authorization server; None only with the development switch AEGIS_AUTH_DISABLED
         self.auth: Any = None
@@ -61,10 +63,12 @@ class AegisApp:
 
     async def startup(self) -> None:
         await self.store.open()
+        self.prepare.attach(self.store.index_preparer())
         for hook in self.on_startup:
             await hook(self)
 
     async def shutdown(self) -> None:
+        self.prepare.close()
         await self.store.close()
         if self.auth is not None:
             self.auth.close()

@@ -55,6 +55,8 @@ def serve(
     page_size: Annotated[Optional[int], typer.Option(help=_help("page_size"))] = None,
     max_page_size: Annotated[Optional[int], typer.Option(help=_help("max_page_size"))] = None,
     sqlite_synchronous: Annotated[Optional[str], typer.Option(help=_help("sqlite_synchronous"))] = None,
+    prepare_workers: Annotated[Optional[int], typer.Option(help=_help("prepare_workers"))] = None,
+    prepare_min_bytes: Annotated[Optional[int], typer.Option(help=_help("prepare_min_bytes"))] = None,
     log_level: Annotated[Optional[str], typer.Option(help=_help("log_level"))] = None,
     insecure_no_auth: Annotated[bool, typer.Option("--insecure-no-auth", "--auth-disabled",
                                                            help=_help("auth_disabled"))] = False,
@@ -71,7 +73,8 @@ def serve(
     settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo or None,
                          search=search, search_index_prefix=search_index_prefix, search_fallback=search_fallback,
                          max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
-                         sqlite_synchronous=sqlite_synchronous, log_level=log_level,
+                         sqlite_synchronous=sqlite_synchronous, prepare_workers=prepare_workers,
+                         prepare_min_bytes=prepare_min_bytes, log_level=log_level,
                          auth_disabled=insecure_no_auth or None, access_token_lifetime=access_token_lifetime,
                          refresh_token_lifetime=refresh_token_lifetime,
                          signing_key_max_age_days=signing_key_max_age_days, cors_origins=cors_origins)

@@ -6,6 +6,7 @@ generated from them, and a test walks the CapabilityStatement and exercises ever
 
 from __future__ import annotations
 
+from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
 from fhir_server.interactions import create, delete, history, patch, read, search, update
 from fhir_server.interactions.common import Services, check_type
@@ -39,6 +40,11 @@ async def dispatch(svc: Services, req: FhirRequest) -> FhirResponse:
         if method == "POST":
             from fhir_server.interactions.bundle import batch_or_transaction, bundle_body
 
+            if svc.prepare is not None and svc.prepare.wants(req.body) \
+                    and body_media_type(req.header("content-type")) == "json":
+                prepared = await svc.prepare.transaction(req.body, req.base)
+                if prepared is not None:
+                    return await batch_or_transaction(svc, req, prepared.bundle, None, prepared)
             bundle, invalid = bundle_body(req)
             return await batch_or_transaction(svc, req, bundle, invalid)
         if method == "GET":

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         description="SQLite durability: FULL fsyncs every group commit (survives power loss); NORMAL survives a "
         "process crash only.",
     )
+    prepare_workers: int = Field(
+        1, ge=0,
+        description="Processes that parse, validate and index large transaction Bundles beside the event loop "
+        "(started on first use; 0: all on the event loop). More than the cores minus one rarely helps.",
+    )
+    prepare_min_bytes: int = Field(
+        64 * 1024, ge=0, description="Smallest transaction Bundle (bytes of JSON) sent to a prepare process.")
     log_level: str = Field("info", description="Log level of the server.")
     auth_disabled: bool = Field(
         False,

@@ -20,6 +20,22 @@ def stamped(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> 
     return out
 
 
+SERVER_META = ("versionId", "lastUpdated")
+
+
+def unstamped(resource: dict[str, Any], rid: str) -> dict[str, Any]:
+    """The resource as :func:`stamped` orders it, without the stamp: what a version's index is extracted from
+    (before or after the version exists, the same)."""
+    meta = resource.get("meta")
+    out: dict[str, Any] = {"resourceType": resource["resourceType"], "id": rid}
+    if isinstance(meta, dict):
+        out["meta"] = {k: v for k, v in meta.items() if k not in SERVER_META}
+    for key, value in resource.items():
+        if key not in out:
+            out[key] = value
+    return out
+
+
 def finalize(resource: dict[str, Any], rid: str, vid: int, last_updated: str) -> bytes:
     return jsonio.dumps(stamped(resource, rid, vid, last_updated))
 

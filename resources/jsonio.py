@@ -25,6 +25,10 @@ class FhirDecimal(Decimal):
         self.text = text
         return self
 
+    def __reduce__(self) -> tuple[type[FhirDecimal], tuple[str]]:
+        # Decimal's own reduce rebuilds from str(self), which may differ from the text read (0.0000001 → 1E-7)
+        return FhirDecimal, (self.text,)
+
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")

@@ -191,7 +191,8 @@ class GuardedStore(Store, WriteTx):
 
     # ---- writes -----------------------------------------------------------------------------------------------
 
-    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
+    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str,
+                  prepared: object | None = None) -> Version:
         assert isinstance(self.inner, WriteTx)
         current = await self.inner.read(rtype, rid)
         exists = current is not None and not current.deleted
@@ -201,7 +202,7 @@ class GuardedStore(Store, WriteTx):
         if resource is not None and not await self._allows_resource(rtype, rid, resource, action):
             raise forbidden(f"the access token does not grant {_verb(action)} this {rtype}: it would lie outside "
                             "the token's patient compartment or scopes")
-        return await self.inner.put(rtype, rid, resource, method=method)
+        return await self.inner.put(rtype, rid, resource, method=method, prepared=prepared)
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         assert isinstance(self.inner, Store)

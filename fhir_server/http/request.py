@@ -20,6 +20,7 @@ class FhirRequest:
     query_string: str = ""
     assigned_id: str | None = None  # set by a transaction Bundle, which assigns create ids before processing
     resource: dict[str, Any] | None = None  # a Bundle entry's resource, already parsed and validated with the Bundle
+    prepared: object | None = None  # the store's index data of that resource, computed ahead (fhir_server.prepare)
 
     def param(self, name: str) -> str | None:
         for key, value in self.query:

@@ -14,7 +14,7 @@ import base64
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -29,6 +29,9 @@ from resources import jsonio
 from resources.ids import new_id
 from resources.outcome import FhirError, InvalidInput, Issue, PreconditionFailed
 from resources.validate import validate_resource
+
+if TYPE_CHECKING:
+    from fhir_server.prepare.transaction import PreparedTransaction
 
 T = TypeVar("T")
 Dispatch = Callable[[Services, FhirRequest], Awaitable[FhirResponse]]
@@ -94,6 +97,7 @@ class Entry:
     headers: dict[str, str] = field(default_factory=dict)
     assigned_id: str | None = None
     body: bytes = b""  # a JSON Patch document, unwrapped from its Binary
+    prepared: object | None = None  # the store's index data of ``resource``, computed ahead (fhir_server.prepare)
 
     @property
     def rtype(self) -> str:
@@ -113,10 +117,11 @@ class Entry:
             query_string=self.query,
             assigned_id=self.assigned_id,
             resource=self.resource,
+            prepared=self.prepared,
         )
 
 
-def _entries(bundle: dict[str, Any], base: str) -> list[Entry]:
+def entries_of(bundle: dict[str, Any], base: str) -> list[Entry]:
     out: list[Entry] = []
     for i, raw in enumerate(bundle.get("entry") or []):
         where = f"Bundle.entry[{i}]"
@@ -246,6 +251,19 @@ def _rewrite_list(node: list[Any], mapping: dict[str, str], found: set[str],
     return node if out is None else out
 
 
+def rewrite_references(entries: list[Entry]) -> tuple[set[str], list[tuple[dict[str, Any], str]]]:
+    """Rewrite the references between the entries (``fullUrl`` → ``Type/assigned id``) in their resources; return
+    the conditional references found and where those not rewritten are (see :func:`_rewrite`)."""
+    mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in entries
+               if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
+    found: set[str] = set()
+    sites: list[tuple[dict[str, Any], str]] = []
+    for e in entries:
+        if e.resource is not None:
+            e.resource = _rewrite(e.resource, mapping, found, sites)
+    return found, sites
+
+
 def _fill_conditional(sites: list[tuple[dict[str, Any], str]], conditional: dict[str, str]) -> None:
     for container, key in sites:
         container[key] = conditional.get(container[key]) or container[key]
@@ -341,16 +359,19 @@ def _unvalidated(req: FhirRequest) -> dict[str, Any] | None:
 
 
 async def batch_or_transaction(
-    svc: Services, req: FhirRequest, bundle: dict[str, Any], invalid: dict[int, InvalidInput] | None = None
+    svc: Services, req: FhirRequest, bundle: dict[str, Any], invalid: dict[int, InvalidInput] | None = None,
+    prepared: PreparedTransaction | None = None,
 ) -> FhirResponse:
-    """``invalid``: batch entries whose resource failed validation (see :func:`bundle_body`); each answers 400."""
+    """``invalid``: batch entries whose resource failed validation (see :func:`bundle_body`); each answers 400.
+    ``prepared``: the transaction as a prepare process left it (:mod:`fhir_server.prepare.transaction`): ``bundle``
+    is its Bundle, ids assigned and references rewritten, and each write carries its prepared index data."""
     from fhir_server.routing import dispatch
 
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise InvalidInput(f"POST to the base takes a batch or transaction Bundle, not type {kind!r}",
                            expression="Bundle.type", message_id="AEGIS-255")
-    entries = _entries(bundle, req.base)
+    entries = entries_of(bundle, req.base)
     invalid = dict(invalid or {})
     for e in entries:
         if e.method == "PATCH":
@@ -391,17 +412,16 @@ async def batch_or_transaction(
             others = [e for e in writes if e.method != "DELETE"]
             for e in deletes:
                 await process(e)
-            # conditional creates/updates and references resolve by search: held to the token's grant like one
-            resolver = tx if svc.grant is None else _guarded(tx, svc.grant)
-            await _resolve_ids(resolver, others)
-            mapping = {e.full_url: f"{e.rtype}/{e.assigned_id}" for e in others
-                       if e.full_url and e.assigned_id and e.method in ("POST", "PUT")}
-            found: set[str] = set()
-            sites: list[tuple[dict[str, Any], str]] = []
-            for e in others:
-                if e.resource is not None:
-                    e.resource = _rewrite(e.resource, mapping, found, sites)
-            _fill_conditional(sites, await _resolve_conditional_refs(resolver, found))
+            if prepared is not None:  # nothing conditional: ids and references were settled ahead
+                for e in others:
+                    e.assigned_id = prepared.ids.get(e.index)
+                    e.prepared = prepared.index.get(e.index)
+            else:
+                # conditional creates/updates and references resolve by search: held to the token's grant like one
+                resolver = tx if svc.grant is None else _guarded(tx, svc.grant)
+                await _resolve_ids(resolver, others)
+                found, sites = rewrite_references(others)
+                _fill_conditional(sites, await _resolve_conditional_refs(resolver, found))
             for e in others:
                 await process(e)
             return done

@@ -31,6 +31,8 @@ class Services:
     settings: Settings
     # the access token's grant (fhir_server.authz.grant.Grant); None when authorization is off
     grant: object | None = None
+    # the prepare processes (fhir_server.prepare.pool.PreparePool); None inside a transaction and in tools
+    prepare: Any = None
 
 
 def parse_resource(body: bytes, media: str) -> dict[str, Any]:

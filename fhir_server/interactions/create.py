@@ -13,7 +13,8 @@ from resources.outcome import PreconditionFailed
 
 
 async def create_in(
-    tx: WriteTx, rtype: str, resource: dict[str, Any], *, rid: str | None = None, if_none_exist: Node | None
+    tx: WriteTx, rtype: str, resource: dict[str, Any], *, rid: str | None = None, if_none_exist: Node | None,
+    prepared: object | None = None,
 ) -> tuple[Version, int]:
     """Create inside an open transaction; with ``if_none_exist``, an existing single match is returned instead."""
     if if_none_exist is not None:
@@ -27,7 +28,7 @@ async def create_in(
     rid = rid or new_id()
     # the spec has the server ignore a client id on create
     resource = {**resource, "id": rid}
-    return await tx.put(rtype, rid, resource, method="POST"), 201
+    return await tx.put(rtype, rid, resource, method="POST", prepared=prepared), 201
 
 
 async def create(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
@@ -36,7 +37,8 @@ async def create(svc: Services, req: FhirRequest, rtype: str) -> FhirResponse:
     criteria = await criteria_from_string(svc.store, rtype, ine, "If-None-Exist") if ine else None
 
     async def unit(tx: WriteTx) -> tuple[Version, int]:
-        return await create_in(tx, rtype, resource, rid=req.assigned_id, if_none_exist=criteria)
+        return await create_in(tx, rtype, resource, rid=req.assigned_id, if_none_exist=criteria,
+                               prepared=req.prepared)
 
     version, status = await svc.store.transact(unit)
     message = "created" if status == 201 else "an existing resource matched If-None-Exist; nothing was created"

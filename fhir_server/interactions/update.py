@@ -23,11 +23,12 @@ def check_if_match(current: Version | None, if_match: int | None, rtype: str, ri
 
 
 async def update_in(
-    tx: WriteTx, rtype: str, rid: str, resource: dict[str, Any], *, if_match: int | None, method: str = "PUT"
+    tx: WriteTx, rtype: str, rid: str, resource: dict[str, Any], *, if_match: int | None, method: str = "PUT",
+    prepared: object | None = None,
 ) -> tuple[Version, int]:
     current = await tx.read(rtype, rid)
     check_if_match(current, if_match, rtype, rid)
-    version = await tx.put(rtype, rid, resource, method=method)
+    version = await tx.put(rtype, rid, resource, method=method, prepared=prepared)
     return version, 201 if current is None or current.deleted else 200
 
 
@@ -49,7 +50,7 @@ async def update(svc: Services, req: FhirRequest, rtype: str, rid: str) -> FhirR
     if_match = _if_match(req)
 
     async def unit(tx: WriteTx) -> tuple[Version, int]:
-        return await update_in(tx, rtype, rid, resource, if_match=if_match)
+        return await update_in(tx, rtype, rid, resource, if_match=if_match, prepared=req.prepared)
 
     version, status = await svc.store.transact(unit)
     return written(req, version, status, "created" if status == 201 else "updated")

@@ -1008,11 +1008,16 @@ def _narrative_text(div: str) -> str:
 
 def text_content(resource: dict[str, Any]) -> tuple[str, str]:
     """``(narrative, content)`` for ``_text`` and ``_content``: the narrative's text without markup, and every
-    string value of the resource (the narrative as text, not markup), each normalised like string search."""
+    string value of the resource (the narrative as text, not markup; not ``meta.versionId``/``lastUpdated``), each
+    normalised like string search."""
     narrative = ""
     text = resource.get("text")
     if isinstance(text, dict) and isinstance(text.get("div"), str):
         narrative = _narrative_text(text["div"])
+    meta = resource.get("meta")
+    if meta.__class__ is dict and ("versionId" in meta or "lastUpdated" in meta):
+        # the version's own stamp is not content: every write would add its number and instant as words
+        resource = {**resource, "meta": {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}}
     parts: list[str] = []
     _collect_strings(resource, parts, top=True)
     joined = " ".join(parts)

@@ -127,16 +127,25 @@ class ReadOps(ABC):
 
 class WriteTx(ReadOps):
     @abstractmethod
-    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
+    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str,
+                  prepared: object | None = None) -> Version:
         """Store the next version of ``rtype/rid`` (``resource=None`` records a deletion).
 
-        The store assigns ``meta.versionId`` and ``meta.lastUpdated`` and records the outbox event.
+        The store assigns ``meta.versionId`` and ``meta.lastUpdated`` and records the outbox event. ``prepared``:
+        what the store's :meth:`Store.index_preparer` computed ahead of the unit from exactly this ``resource`` and
+        ``rid``; a store uses it instead of extracting the index itself, and ignores what it does not know.
         """
 
 
 class Store(ReadOps):
     @abstractmethod
     async def open(self) -> None: ...
+
+    def index_preparer(self) -> Callable[[str, str, dict[str, Any]], object] | None:
+        """A picklable function ``(rtype, rid, resource) -> prepared`` that computes, in another process, the index
+        data :meth:`WriteTx.put` would otherwise extract itself; None when the store has none (it extracts in
+        ``put``). Valid once the store is open."""
+        return None
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +31,23 @@ from tests.api._util import (
     uid,
     version_count,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, store_args
+
+
+@pytest.fixture(scope="module", params=["event-loop", "prepare-process"])
+def server(request: pytest.FixtureRequest, server: ServerProcess, backend: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Every test twice: on the suite's server, where these small transactions are prepared on the event loop, and
+    on one that sends every transaction to a prepare process (``--prepare-min-bytes 0``)."""
+    if request.param == "event-loop":
+        yield server
+        return
+    proc = ServerProcess(tmp_path_factory.mktemp(f"aegis-prepared-{backend}"),
+                         args=[*store_args(backend), "--prepare-min-bytes", "0"])
+    proc.start()
+    yield proc
+    proc.stop()
+    assert "prepared on the event loop" not in proc.log()  # the pool never failed over
 
 
 def _bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
@@ -426,3 +444,29 @@ def test_transaction_binary_patch_with_bad_base64(client: httpx.Client) -> None:
     assert_error(resp, 400, expression="Bundle.entry[1].resource.data")
     assert by_identifier(client, "Patient", p_ident) == []
     assert version_count(client, "Patient", body["id"]) == 1
+
+
+def test_decimals_and_references_survive_either_path(client: httpx.Client, server: ServerProcess) -> None:
+    """Exact decimals (a prepare process hands the resources back pickled) and rewritten references, then found by
+    the index the write made."""
+    code = uid()
+    obs = observation("urn:uuid:0b5e3a52-6d43-4c89-9d6f-1f4e0b0b0b01",
+                      code={"coding": [{"system": "urn:test", "code": code}]},
+                      valueQuantity={"value": 1e-07, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"})
+    raw = json.dumps(_bundle("transaction", _post(patient(), "urn:uuid:0b5e3a52-6d43-4c89-9d6f-1f4e0b0b0b01"),
+                             _post(obs))).replace("1e-07", "0.0000001")
+    assert "0.0000001" in raw
+    resp = client.post("", content=raw, headers=JSON_HEADERS)
+    assert resp.status_code == 200, resp.text
+    p_loc, o_loc = (e["response"]["location"].split("/_history")[0] for e in resp.json()["entry"])
+    stored = client.get(f"/{o_loc}")
+    assert b'"value":0.0000001' in stored.content
+    assert stored.json()["subject"]["reference"] == p_loc
+    found = client.get("/Observation", params={"subject": p_loc, "code": f"urn:test|{code}",
+                                               "_lastUpdated": "gt2000-01-01"})
+    assert [e["resource"]["id"] for e in found.json().get("entry", [])] == [o_loc.split("/")[1]]
+    if "--prepare-min-bytes" in server.args:  # and the prepare process did the work: the server has a child
+        assert server.proc is not None
+        children = [c for task in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+        assert children, "no prepare process was started"

@@ -83,8 +83,9 @@ class _RecordingTx(WriteTx):
         self._tx = tx
         self._written = written
 
-    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
-        version = await self._tx.put(rtype, rid, resource, method=method)
+    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str,
+                  prepared: object | None = None) -> Version:
+        version = await self._tx.put(rtype, rid, resource, method=method, prepared=prepared)
         self._written.append((rtype, rid, version.vid))
         return version
 
@@ -130,6 +131,9 @@ class SearchStore(Store):
         self.indexer: Indexer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------------
+
+    def index_preparer(self) -> Callable[[str, str, dict[str, Any]], object] | None:
+        return self.primary.index_preparer()
 
     async def open(self) -> None:
         await self.primary.open()

@@ -407,7 +407,8 @@ class _Tx(_Reads, WriteTx):
         return await super().find(rtype, tree, limit=limit)
 
     @_unavailable
-    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str) -> Version:
+    async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str,
+                  prepared: object | None = None) -> Version:
         store = self._store
         key = f"{rtype}/{rid}"
         pending = self._batch.latest.get(key)
