@@ -1,8 +1,8 @@
 """The pool of prepare processes (``AEGIS_PREPARE_WORKERS``), started on first use.
 
 A transaction Bundle of ``AEGIS_PREPARE_MIN_BYTES`` or more is parsed, validated and indexed in one of these
-processes while the event loop writes the previous one: about two thirds of a transaction's CPU time leaves the
-event loop's core. Smaller requests are not worth the hop (a few hundred microseconds of pickling and waking a
+processes while the event loop writes the previous one, so ingest uses a second core (see ``bench/RESULTS.md``).
+Smaller requests are not worth the hop (a few hundred microseconds of pickling and waking a
 process), nor is anything when the pool is off (0 workers).
 
 The processes are spawned, not forked: the server process has threads and open SQLite connections by then. They

@@ -164,3 +164,26 @@ def test_identifier_criteria(store: Any) -> None:
     loop.run_until_complete(s.transact(put("Observation", "i1", _obs("a", "C"))))
     assert find([("identifier", "A")]) == []
     assert find([("identifier", "C")]) == ["i1"]
+
+
+def test_a_unit_reads_its_own_index_writes(store: Any) -> None:
+    """Within one unit: a search sees what the unit wrote before it, a rewrite replaces the unit's own index rows,
+    and what the unit wrote last is indexed once it ends (stores may defer index writes inside a unit)."""
+    loop, s = store
+    tree = lambda q: criteria_tree("Observation", parse_criteria(q))  # noqa: E731
+
+    async def unit(tx: WriteTx) -> list[list[str]]:
+        seen = []
+        await tx.put("Observation", "u1", _obs("a", "U1"), method="PUT")
+        seen.append([v.rid for v in (await tx.find("Observation", tree([("identifier", "U1")]), limit=5)).versions])
+        await tx.put("Observation", "u1", _obs("a", "U2"), method="PUT")
+        seen.append([v.rid for v in (await tx.find("Observation", tree([("identifier", "U1")]), limit=5)).versions])
+        seen.append([v.rid for v in (await tx.find("Observation", tree([("identifier", "U2")]), limit=5)).versions])
+        await tx.put("Observation", "u3", _obs("c", "U3"), method="PUT")
+        return seen
+
+    assert loop.run_until_complete(s.transact(unit)) == [["u1"], [], ["u1"]]
+    find = lambda q: sorted(v.rid for v in loop.run_until_complete(  # noqa: E731
+        s.find("Observation", tree(q), limit=10)).versions)
+    assert find([("identifier", "U1,U2,U3")]) == ["u1", "u3"]
+    assert find([("identifier", "U1")]) == []

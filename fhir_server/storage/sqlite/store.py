@@ -34,7 +34,7 @@ from fhir_server.storage.base import (
 from fhir_server.storage.sqlite import schema
 from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, keyset_condition
-from fhir_server.storage.sqlite.rows import IndexRows, RowPreparer, index_rows, insert_index, last_updated_rows
+from fhir_server.storage.sqlite.rows import IndexRows, PendingRows, RowPreparer, index_rows, last_updated_rows
 from fhir_server.storage.sqlite.writer import GroupCommitWriter, refresh_statistics
 from resources import jsonio
 from resources.canonical import stamped
@@ -332,11 +332,27 @@ def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRen
 
 
 class _Tx(_Reads, WriteTx):
+    """One write unit. Index rows wait in ``_pending`` until the unit ends (:meth:`finish`) or reads: every read
+    goes through ``_run`` or ``_one``, which insert them first, so the unit always reads its own writes."""
+
     def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._store = store
         self._pids = store._pids
         self._limits = store._limits
+        self._pending = PendingRows()
+
+    def finish(self) -> None:
+        if self._pending:
+            self._pending.flush(self._conn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self.finish()
+        return fn(self._conn)
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> Version | None:
+        self.finish()
+        return super()._one(sql, args)
 
     async def put(self, rtype: str, rid: str, resource: dict[str, Any] | None, *, method: str,
                   prepared: object | None = None) -> Version:
@@ -357,6 +373,7 @@ class _Tx(_Reads, WriteTx):
         assert seq is not None
         if prev:
             rkey = prev[0][0]
+            self.finish()  # rows this unit wrote for it are deleted too
             conn.execute("UPDATE resource_current SET vid = ?, seq = ?, deleted = ? WHERE rkey = ?",
                          (vid, seq, int(deleted), rkey))
             for family in schema.FAMILY_COLUMNS:
@@ -372,7 +389,7 @@ class _Tx(_Reads, WriteTx):
                 index = prepared  # built ahead of the unit from exactly this resource (fhir_server.prepare)
             else:
                 index = index_rows(self._pids, rtype, rid, final)
-            insert_index(conn, rkey, index, last_updated_rows(self._pids, rtype, last_updated))
+            self._pending.add(rkey, index, last_updated_rows(self._pids, rtype, last_updated))
         op = "delete" if deleted else "create" if not prev or prev[0][2] else "update"
         conn.execute(
             "INSERT INTO outbox (version_seq, rtype, rid, vid, op, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -469,8 +486,13 @@ class SqliteStore(_Reads, Store):
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         assert self._writer is not None and self._writer_conn is not None, "store is not open"
         tx = _Tx(self, self._writer_conn)
-        result: T = await self._writer.submit(lambda: unit(tx))
-        return result
+
+        async def run() -> T:
+            result = await unit(tx)
+            tx.finish()  # inside the unit's savepoint: a failure here undoes the unit
+            return result
+
+        return await self._writer.submit(run)
 
     async def outbox_read(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
         rows = self._conn.execute(
