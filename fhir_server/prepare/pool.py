@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -25,9 +28,18 @@ log = logging.getLogger(__name__)
 _index_preparer: IndexPreparer | None = None  # in a worker process: the store's, set by _init
 
 
-def _init(index_preparer: IndexPreparer | None) -> None:
+def _exit_with(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _init(index_preparer: IndexPreparer | None, parent: int) -> None:
     global _index_preparer
     _index_preparer = index_preparer
+    # a server killed with -9 cannot stop its pool, and a worker waiting for work does not notice: it leaves by itself
+    threading.Thread(target=_exit_with, args=(parent,), name="aegis-prepare-watchdog", daemon=True).start()
     import gc
 
     import fhir_server.interactions.bundle  # noqa: F401  (the work's modules, loaded before the heap is frozen)
@@ -63,7 +75,7 @@ class PreparePool:
         if executor is None:
             executor = self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                initargs=(self._index_preparer,))
+                initargs=(self._index_preparer, os.getpid()))
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, _prepare, body, base)
         except BrokenProcessPool:
