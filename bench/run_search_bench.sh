@@ -6,11 +6,12 @@
 # with the 1,000-patient one of the same invocation (p50 growth per shape, target <= 1.5x).
 #
 # On a 2-core machine the server is pinned to CPU 1 and the clients to CPU 0, so the client never steals the
-# server's core. Everything listens and connects on 127.0.0.1 only.
+# server's core; --server-unpinned leaves the server (and its prepare process, which ingest uses) every core, the
+# clients staying on CPU 0. Everything listens and connects on 127.0.0.1 only.
 #
 # Usage: bench/run_search_bench.sh [--with-10k | --sizes N,M] [--seconds S] [--clients 1,16] [--shapes LIST] [--port P]
 #                                  [--cache DIR] [--seed N] [--ingest-clients N] [--record FILE | --no-record]
-#                                  [--label TEXT] [--keep]
+#                                  [--label TEXT] [--keep] [--server-unpinned]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ ingest_clients=4
 record=bench/RESULTS.md
 label=""
 keep=0
+pin_server=1
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -46,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --no-record) record="" ;;
     --label) label="$2"; shift ;;
     --keep) keep=1 ;;
+    --server-unpinned) pin_server=0 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -60,7 +63,7 @@ mkdir -p "$cache" "$results"
 server_pin=()
 client_cpu=()
 if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
-  server_pin=(taskset -c 1)
+  [[ "$pin_server" == 1 ]] && server_pin=(taskset -c 1)
   client_cpu=(--cpu 0)
 fi
 record_args=()
