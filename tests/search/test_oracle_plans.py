@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from tests.search.test_oracle import ORACLE, check_store, datasets, loop, observ
 
 __all__ = ["loop"]  # the event-loop fixture, shared with test_oracle
 
-TINY = PlanLimits(cap=2, selective=1, windows=(1, 3))
+TINY = PlanLimits(cap=2, selective=1, windows=(1, 3), merge_targets=3)
 
 
 @ORACLE
@@ -35,5 +36,68 @@ def test_windowed_and_counted_plans_agree_with_oracle(loop: asyncio.AbstractEven
         with tempfile.TemporaryDirectory() as tmp:
             await check_store(SqliteStore(str(Path(tmp) / "plans.db"), plan_limits=TINY), data, patient_qs,
                               observation_qs)
+
+    loop.run_until_complete(run())
+
+
+# no windows: every broad search goes straight to its driving condition, so chains drive as merges of their
+# targets' referring rows (merge.py), with at most 3 targets (more: driven by key as before) and pages of 2 (the
+# merge reads each target's rows 3 at a time, so it refills)
+MERGING = PlanLimits(cap=2, selective=0, windows=(), merge_targets=3)
+
+
+@ORACLE
+@given(data=datasets(), observation_qs=st.lists(observation_queries(), min_size=1, max_size=4))
+def test_chain_merges_agree_with_oracle(loop: asyncio.AbstractEventLoop, data: list[dict[str, Any]],
+                                        observation_qs: list[list[tuple[str, str]]]) -> None:
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            await check_store(SqliteStore(str(Path(tmp) / "merge.db"), plan_limits=MERGING), data, [],
+                              observation_qs)
+
+    loop.run_until_complete(run())
+
+
+def _many_targets() -> list[dict[str, Any]]:
+    """Four patients and two practitioners named Martin among others, their observations written interleaved (so
+    the targets' key lists interleave), some with two Martins as performers (the merge must not repeat them)."""
+    out: list[dict[str, Any]] = []
+    for i in range(6):
+        out.append({"resourceType": "Patient", "id": f"p{i}", "name": [{"family": "Martin" if i < 4 else "Other"}]})
+    for i in range(3):
+        out.append({"resourceType": "Practitioner", "id": f"d{i}", "name": [{"family": "Martin" if i < 2 else "X"}]})
+    for n in range(30):
+        obs: dict[str, Any] = {
+            "resourceType": "Observation", "id": f"o{n}", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4" if n % 3 else "8480-6"}]},
+            "subject": {"reference": f"Patient/p{(n * 5) % 6}"}}
+        if n % 4 == 0:
+            obs["performer"] = [{"reference": "Practitioner/d0"}, {"reference": "Practitioner/d1"}]
+        elif n % 4 == 1:
+            obs["performer"] = [{"reference": f"Practitioner/d{n % 3}"}]
+        out.append(obs)
+    return out
+
+
+MANY_TARGET_QUERIES = [
+    [("subject:Patient.name", "martin")],
+    [("subject.name", "martin")],
+    [("patient.family", "martin"), ("code", "8867-4")],
+    [("performer:Practitioner.name", "martin")],
+    [("performer:Practitioner.name", "martin"), ("subject:Patient.name", "martin")],
+    [("subject:Patient.name", "nobody")],
+]
+
+
+@pytest.mark.parametrize("merge_targets", [0, 3, 4, 100])
+def test_chain_merges_over_many_targets(loop: asyncio.AbstractEventLoop, merge_targets: int) -> None:
+    """Chains with several targets, paged by 2 both ways, whether the targets are merged (up to ``merge_targets``)
+    or the chain drives by key."""
+    limits = PlanLimits(cap=2, selective=0, windows=(), merge_targets=merge_targets)
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            await check_store(SqliteStore(str(Path(tmp) / "many.db"), plan_limits=limits), _many_targets(), [],
+                              MANY_TARGET_QUERIES)
 
     loop.run_until_complete(run())

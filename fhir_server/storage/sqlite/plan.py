@@ -13,6 +13,9 @@ a few dozen microseconds each (:class:`PlanLimits`) — and
   number of rows whatever the data size, so the store first tries that over a few growing *windows* of keys, and
   only if they do not fill the page does the cheapest condition drive the rest.
 
+A driving chain whose targets are few enough to list drives as a merge of the targets' referring rows
+(``merge.py``) instead of collecting every referring row first.
+
 The counts only choose a plan; every plan returns the same rows (the oracle test runs both kinds).
 """
 
@@ -33,6 +36,7 @@ class PlanLimits:
     selective: int = 512  # a condition with at most this many rows drives without counting the others (probing
     # that many rows costs about what counting the others would)
     windows: tuple[int, ...] = (256, 2048, 8192)  # keys walked by the successive windows of a broad search
+    merge_targets: int = 2000  # a driving chain with at most this many targets merges their referring rows (merge.py)
 
 
 DEFAULT_LIMITS = PlanLimits()

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fhir_server.search.registry import params_for
-from fhir_server.search.tree import Node, Param
+from fhir_server.search.tree import And, Node, Param
 from fhir_server.storage.base import (
     HistoryQuery,
     OutboxEvent,
@@ -32,6 +32,7 @@ from fhir_server.storage.base import (
     WriteTx,
 )
 from fhir_server.storage.sqlite import schema
+from fhir_server.storage.sqlite.merge import chain_candidates, verified
 from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, keyset_condition
 from fhir_server.storage.sqlite.rows import IndexRows, PendingRows, RowPreparer, index_rows, last_updated_rows
@@ -262,13 +263,30 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
 
     driven_args: list[Any] = []
     driven_where = where_clause(query.rtype, query.tree, driven_args, renderer, plan)
+    step = "<" if backwards else ">"
+
+    def drive(edge: int | None, wanted: int) -> list[tuple[Any, ...]]:
+        """Rows after key ``edge`` (before, backwards) by the driving condition: a chain with few targets as a
+        merge of their referring rows (merge.py), anything else by key."""
+        first = plan.tree.items[0] if isinstance(plan.tree, And) else plan.tree
+        if not sort_exprs and query.rtype is not None and plan.driven \
+                and (plan.estimates[0] or 0) >= limits.selective:
+            candidates = chain_candidates(conn, first, pid_of, limits, backwards=backwards, edge=edge, chunk=limit)
+            if candidates is not None:
+                probe_args: list[Any] = []
+                probe_where = _probe_clause(query.rtype, query.tree, probe_args, renderer)
+                return verified(candidates, select, probe_where, probe_args, wanted)
+        if edge is None:
+            return select(driven_where, driven_args, rows_wanted=wanted)
+        return select(driven_where, driven_args, f" AND c.rkey {step} ?", (edge,), wanted)
+
     rows: list[tuple[Any, ...]] = []
     if query.count > 0:
         if plan.broad and not sort_exprs and query.rtype is not None:
-            rows = _windowed(conn, query.rtype, query.tree, renderer, select, driven_where, driven_args,
-                             cursor, backwards, limit, limits.windows)
+            rows = _windowed(conn, query.rtype, query.tree, renderer, select, drive, cursor, backwards, limit,
+                             limits.windows)
         else:
-            rows = select(driven_where, driven_args)
+            rows = drive(cursor[-1] if cursor is not None and not sort_exprs else None, limit)
     more = len(rows) > query.count
     rows = rows[: query.count]
     if backwards:
@@ -289,7 +307,7 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
 
 
 def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRenderer,
-              select: Callable[..., list[tuple[Any, ...]]], driven_where: str, driven_args: list[Any],
+              select: Callable[..., list[tuple[Any, ...]]], drive: Callable[[int | None, int], list[tuple[Any, ...]]],
               cursor: tuple[Any, ...] | None, backwards: bool, limit: int,
               windows: tuple[int, ...]) -> list[tuple[Any, ...]]:
     """Rows in key order for a search whose conditions are all broad: probe the type's rows window by window
@@ -326,9 +344,8 @@ def _windowed(conn: sqlite3.Connection, rtype: str, tree: Node, renderer: SqlRen
         edge = found[0]
         walked += size
     if edge is None:  # handed over before any window: drive from the start (or the cursor)
-        return select(driven_where, driven_args)
-    rest = f" AND c.rkey {step} ?"
-    return rows + select(driven_where, driven_args, rest, (edge,), limit - len(rows))
+        return drive(None, limit)
+    return rows + drive(edge, limit - len(rows))
 
 
 class _Tx(_Reads, WriteTx):
