@@ -6,7 +6,7 @@ import calendar
 from functools import lru_cache
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.http.media import body_media_type
 from fhir_server.http.request import FhirRequest, FhirResponse
@@ -16,6 +16,9 @@ from fhir_server.storage.base import Store, Version
 from resources.model import is_resource_type
 from resources.outcome import Gone, InvalidInput, NotFound, info_outcome
 from resources.validate import parse_json_resource, validate_resource
+
+if TYPE_CHECKING:
+    from fhir_server.prepare.pool import PreparePool
 
 UTF8_BOM = b"\xef\xbb\xbf"
 # query parameters that shape the response rather than select resources
@@ -31,8 +34,8 @@ class Services:
     settings: Settings
     # the access token's grant (fhir_server.authz.grant.Grant); None when authorization is off
     grant: object | None = None
-    # the prepare processes (fhir_server.prepare.pool.PreparePool); None inside a transaction and in tools
-    prepare: Any = None
+    # the prepare processes; None inside a transaction and in tools
+    prepare: PreparePool | None = None
 
 
 def parse_resource(body: bytes, media: str) -> dict[str, Any]:

@@ -86,6 +86,7 @@ from fhir_server.search.values import (
     Value,
     normalize,
 )
+from resources.canonical import SERVER_META
 from resources.jsonio import FhirDecimal
 from resources.model import is_resource_type
 
@@ -1017,7 +1018,7 @@ def text_content(resource: dict[str, Any]) -> tuple[str, str]:
     meta = resource.get("meta")
     if meta.__class__ is dict and ("versionId" in meta or "lastUpdated" in meta):
         # the version's own stamp is not content: every write would add its number and instant as words
-        resource = {**resource, "meta": {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}}
+        resource = {**resource, "meta": {k: v for k, v in meta.items() if k not in SERVER_META}}
     parts: list[str] = []
     _collect_strings(resource, parts, top=True)
     joined = " ".join(parts)

@@ -84,16 +84,19 @@ def verified(candidates: Iterator[int], select: Select, probe_where: str, probe_
     """The first ``wanted`` rows among ``candidates`` that satisfy the search (``probe_where``), in their order."""
     rows: list[tuple[Any, ...]] = []
     batch: list[int] = []
+
+    def check() -> None:
+        rows.extend(select(probe_where, probe_args, f" AND c.rkey IN ({','.join('?' * len(batch))})", tuple(batch),
+                           wanted - len(rows)))
+        batch.clear()
+
     for key in candidates:
         batch.append(key)
         # a batch about the size of what is still missing (twice: some candidates fail the other conditions)
         if len(batch) >= min(max(2 * (wanted - len(rows)), 16), 500):
-            rows += select(probe_where, probe_args, f" AND c.rkey IN ({','.join('?' * len(batch))})", tuple(batch),
-                           wanted - len(rows))
-            batch = []
+            check()
             if len(rows) >= wanted:
                 return rows
     if batch:
-        rows += select(probe_where, probe_args, f" AND c.rkey IN ({','.join('?' * len(batch))})", tuple(batch),
-                       wanted - len(rows))
+        check()
     return rows
