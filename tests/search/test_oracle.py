@@ -26,6 +26,7 @@ from fhir_server.search.matcher import Dataset, IndexedResource
 from fhir_server.search.matcher import search as oracle_search
 from fhir_server.search.request import parse_request
 from fhir_server.search.rewrite import prepare
+from fhir_server.search.tree import And, CompartmentQ
 from fhir_server.storage import open_store_from_url
 from fhir_server.storage.base import SearchQuery, SortKey, Store, WriteTx
 from resources import jsonio
@@ -69,6 +70,9 @@ def observation(draw: st.DrawFn, i: int, patients: int, practitioners: int) -> d
         res["subject"] = {"reference": f"Patient/p{draw(st.integers(0, patients - 1))}"}
     if practitioners and draw(st.booleans()):
         res["performer"] = [{"reference": f"Practitioner/d{draw(st.integers(0, practitioners - 1))}"}]
+    elif patients and draw(st.booleans()):
+        # a second way into a patient's compartment (Observation's are subject and performer)
+        res["performer"] = [{"reference": f"Patient/p{draw(st.integers(0, patients - 1))}"}]
     when = draw(st.sampled_from(["none", "dateTime", "period"]))
     if when == "dateTime":
         res["effectiveDateTime"] = draw(st.sampled_from([d for d in DATES if "T" in d] + ["2020", "2020-06-15"]))
@@ -207,15 +211,20 @@ async def _load(store: Store, resources: list[dict[str, Any]]) -> list[dict[str,
     return stored
 
 
-async def _compare(store: Store, stored: list[dict[str, Any]], rtype: str, pairs: list[tuple[str, str]]) -> None:
+async def _compare(store: Store, stored: list[dict[str, Any]], rtype: str, pairs: list[tuple[str, str]],
+                   compartment: tuple[str, str] | None = None) -> None:
     request = parse_request(pairs)
     bound = bind(rtype, request, strict=True)
-    tree = await prepare(bound.tree, rtype, store)
+    tree = bound.tree
+    if compartment is not None:
+        tree = And((CompartmentQ(compartment[0], compartment[1], rtype), tree))
+    tree = await prepare(tree, rtype, store)
+    label = ("/".join(compartment) + "/" if compartment else "") + f"{rtype}?{request.format()}"
     sort = tuple(SortKey(p, d) for p, d in bound.sort)
     page = await store.search(SearchQuery(rtype, tree, sort, count=1000, total=True))
     got = [v.rid for v in page.versions]
     expected = sorted(r.rid for r in oracle_search(rtype, tree, _index(stored)))
-    assert sorted(got) == expected, f"{rtype}?{request.format()}\ntree: {tree}"
+    assert sorted(got) == expected, f"{label}\ntree: {tree}"
     assert page.total == len(expected)
     # small pages, followed by cursor, give the same sequence as one page
     paged: list[str] = []
@@ -226,7 +235,7 @@ async def _compare(store: Store, stored: list[dict[str, Any]], rtype: str, pairs
         if small.next_after is None:
             break
         after = small.next_after
-    assert paged == got, f"paging differs for {rtype}?{request.format()}"
+    assert paged == got, f"paging differs for {label}"
     # and back again with previous links, from the last page to the first
     if len(got) > 2:
         backwards: list[str] = []
@@ -237,7 +246,7 @@ async def _compare(store: Store, stored: list[dict[str, Any]], rtype: str, pairs
             page_back = await store.search(SearchQuery(rtype, tree, sort, count=2, before=before))
             backwards = [v.rid for v in page_back.versions] + backwards
             before = page_back.prev_before
-        assert backwards == got, f"backward paging differs for {rtype}?{request.format()}"
+        assert backwards == got, f"backward paging differs for {label}"
 
 
 ORACLE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -268,5 +277,6 @@ async def check_store(store: Store, data: list[dict[str, Any]], patient_qs: list
             await _compare(store, stored, "Patient", q)
         for q in observation_qs:
             await _compare(store, stored, "Observation", q)
+            await _compare(store, stored, "Observation", q, compartment=("Patient", "p0"))
     finally:
         await store.close()

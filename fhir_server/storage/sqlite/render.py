@@ -71,6 +71,11 @@ class SqlRenderer:
             parts = [self.where(n, alias, rtype, args, probe=probe or i > 0) for i, n in enumerate(node.items)]
             return "(" + " AND ".join(parts) + ")"
         if isinstance(node, Or):
+            if not probe and node.items and all(_keyed(n, rtype) for n in node.items):
+                # one IN over the union of the branches' keys: SQLite answers an OR of INs with a multi-index OR
+                # that collects and sorts every match before the first row of a page (a compartment's references)
+                selects = [s for s in (self._key_select(n, rtype, args) for n in node.items) if s is not None]
+                return f"{alias}.rkey IN ({' UNION ALL '.join(selects)})" if selects else "0"
             return "(" + " OR ".join(self.where(n, alias, rtype, args, probe=probe) for n in node.items) + ")"
         if isinstance(node, Not):
             return f"(NOT {self.where(node.item, alias, rtype, args, probe=True)})"
@@ -86,7 +91,7 @@ class SqlRenderer:
         if isinstance(node, Chain):
             if probe:
                 return self._chain_select(node, args, probe_of=alias) or "0"
-            select = self._chain_select(node, args)
+            select = self._key_select(node, rtype, args)
             return f"{alias}.rkey IN ({select})" if select else "0"
         if isinstance(node, Has):
             if rtype is None or rtype == "Resource" or probe:
@@ -112,10 +117,7 @@ class SqlRenderer:
             if probe or rtype is None or rtype == "Resource":
                 args.extend(node.ids)
                 return f"{alias}.rid IN ({marks})"
-            args.append(rtype)
-            args.extend(node.ids)
-            # by key, through the (type, id) index, so it can drive the query
-            return f"{alias}.rkey IN (SELECT i.rkey FROM resource_current i WHERE i.rtype = ? AND i.rid IN ({marks}))"
+            return f"{alias}.rkey IN ({self._key_select(node, rtype, args)})"
         if isinstance(node, TypeIn):
             args.extend(node.types)
             return f"{alias}.rtype IN ({','.join('?' * len(node.types))})" if node.types else "0"
@@ -132,6 +134,21 @@ class SqlRenderer:
         if isinstance(node, MatchNone):
             return "0"
         raise TypeError(f"cannot render {type(node).__name__}; lower the tree first")
+
+    def _key_select(self, node: Node, rtype: str | None, args: list[Any]) -> str | None:
+        """The keys matching a condition that drives by key (``_keyed``); None when it matches nothing."""
+        if isinstance(node, Row):
+            return self._row_select(node, args)
+        if isinstance(node, Chain):
+            return self._chain_select(node, args)
+        if isinstance(node, IdIn) and node.ids and rtype not in (None, "Resource"):
+            # through the (type, id) index
+            args.append(rtype)
+            args.extend(node.ids)
+            return f"SELECT i.rkey FROM resource_current i WHERE i.rtype = ? AND i.rid IN ({','.join('?' * len(node.ids))})"
+        if isinstance(node, IdIn):
+            return None
+        raise TypeError(f"{type(node).__name__} does not drive by key")
 
     def _row(self, node: Row, alias: str, args: list[Any], probe: bool = False) -> str:
         if not probe:
@@ -275,6 +292,13 @@ def _indexed(node: Row) -> bool:
     """Whether each alternative of the row constrains the first column of one of its family's indexes."""
     leads = {cols[1] for cols in FAMILY_INDEXES[family_of(node.param)] if len(cols) > 1}
     return all(any(c.field in leads and c.op in _RANGE_OPS for c in alt) for alt in node.alts)
+
+
+def _keyed(node: Node, rtype: str | None) -> bool:
+    """Whether ``_key_select`` renders the condition as a driving SELECT of keys."""
+    if isinstance(node, IdIn):
+        return rtype not in (None, "Resource")
+    return isinstance(node, (Row, Chain))
 
 
 def _needs_row(node: Node) -> bool:

@@ -248,18 +248,26 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
             where += " AND " + keyset_condition(sort_exprs, cursor, "c", args, backwards=backwards)
         where += extra
         args.extend(extra_args)
+        rkey_order = f"rkey {'DESC' if backwards else 'ASC'}"
+        if not sort_exprs:
+            sql = (f"SELECT {_VERSION_COLUMNS}, c.rkey FROM resource_current c JOIN resource_version v"
+                   f" ON v.seq = c.seq WHERE {where} ORDER BY c.{rkey_order} LIMIT ?")
+            return conn.execute(sql, args + [rows_wanted]).fetchall()
+        # Sorted: every match is sorted, so the page's keys are chosen first and only then joined to their
+        # versions; joined before the sort, every match's body would go through the sorter.
         select_args: list[Any] = []
-        order_args: list[Any] = []
+        keys = []
         order = []
-        for expr, expr_args, descending in sort_exprs:
+        for i, (expr, expr_args, descending) in enumerate(sort_exprs):
             select_args.extend(expr_args)
-            order.append(f"{expr} {'DESC' if descending != backwards else 'ASC'}")
-            order_args.extend(expr_args)
-        order.append(f"c.rkey {'DESC' if backwards else 'ASC'}")
-        columns = ", ".join([_VERSION_COLUMNS, "c.rkey"] + [e for e, _, _ in sort_exprs])
-        sql = (f"SELECT {columns} FROM resource_current c JOIN resource_version v ON v.seq = c.seq WHERE {where}"
-               f" ORDER BY {', '.join(order)} LIMIT ?")
-        return conn.execute(sql, select_args + args + order_args + [rows_wanted]).fetchall()
+            keys.append(f"{expr} AS k{i}")
+            order.append(f"k{i} {'DESC' if descending != backwards else 'ASC'}")
+        order.append(rkey_order)
+        page = (f"SELECT c.rkey AS rkey, c.seq AS seq, {', '.join(keys)} FROM resource_current c WHERE {where}"
+                f" ORDER BY {', '.join(order)} LIMIT ?")
+        sql = (f"SELECT {_VERSION_COLUMNS}, p.rkey, {', '.join(f'p.k{i}' for i in range(len(sort_exprs)))}"
+               f" FROM ({page}) p JOIN resource_version v ON v.seq = p.seq ORDER BY {', '.join('p.' + o for o in order)}")
+        return conn.execute(sql, select_args + args + [rows_wanted]).fetchall()
 
     driven_args: list[Any] = []
     driven_where = where_clause(query.rtype, query.tree, driven_args, renderer, plan)
