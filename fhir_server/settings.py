@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="SQLite durability: FULL fsyncs every group commit (survives power loss); NORMAL survives a "
         "process crash only.",
     )
+    sqlite_inline_ms: float = Field(
+        1.0, ge=0,
+        description="A SQLite read runs on the event loop for at most this long (ms); one that needs longer is "
+        "interrupted and run again on a search thread (0: every read on a thread).",
+    )
     prepare_workers: int = Field(
         1, ge=0,
         description="Processes that parse, validate and index large transaction Bundles beside the event loop "

@@ -157,13 +157,13 @@ class _Reads(ReadOps):
         if not keys or not pids:
             return [], []
         args: list[Any] = [*keys, *pids]
-        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS}, c.rkey FROM idx_reference r"
-               " JOIN resource_current c ON c.rtype = r.target_type AND c.rid = r.target_id AND c.deleted = 0"
-               " JOIN resource_version v ON v.seq = c.seq"
-               f" WHERE r.rkey IN ({','.join('?' * len(keys))}) AND r.pid IN ({','.join('?' * len(pids))})")
+        targets = ("SELECT t.rkey FROM idx_reference r"
+                   " JOIN resource_current t ON t.rtype = r.target_type AND t.rid = r.target_id AND t.deleted = 0"
+                   f" WHERE r.rkey IN ({','.join('?' * len(keys))}) AND r.pid IN ({','.join('?' * len(pids))})")
         if target_type is not None:
-            sql += " AND r.target_type = ?"
+            targets += " AND r.target_type = ?"
             args.append(target_type)
+        sql = _versions_of_keys(targets)
 
         def run(conn: sqlite3.Connection) -> tuple[list[int], list[Version]]:
             rows = conn.execute(sql, args).fetchall()
@@ -183,16 +183,21 @@ class _Reads(ReadOps):
         for rtype, ids in sorted(by_type.items()):
             ors.append(f"(r.target_type = ? AND r.target_id IN ({','.join('?' * len(ids))}))")
             args.extend((rtype, *ids))
-        sql = (f"SELECT DISTINCT {_VERSION_COLUMNS}, c.rkey FROM idx_reference r"
-               " JOIN resource_current c ON c.rkey = r.rkey AND c.deleted = 0"
-               " JOIN resource_version v ON v.seq = c.seq"
-               f" WHERE r.pid IN ({','.join('?' * len(pids))}) AND ({' OR '.join(ors)})")
+        sql = _versions_of_keys(f"SELECT r.rkey FROM idx_reference r WHERE r.pid IN ({','.join('?' * len(pids))})"
+                                f" AND ({' OR '.join(ors)})")
 
         def run(conn: sqlite3.Connection) -> tuple[list[int], list[Version]]:
             rows = conn.execute(sql, args).fetchall()
             return [r[8] for r in rows], [_version(r) for r in rows]
 
         return await self._run(run)
+
+
+def _versions_of_keys(keys_sql: str) -> str:
+    """The current versions of the (live) resources whose keys ``keys_sql`` selects, each once. The keys are made
+    distinct before the bodies are read: a DISTINCT over the versions would compare their bodies."""
+    return (f"SELECT {_VERSION_COLUMNS}, c.rkey FROM resource_current c JOIN resource_version v ON v.seq = c.seq"
+            f" WHERE c.deleted = 0 AND c.rkey IN ({keys_sql})")
 
 
 def where_clause(rtype: str | None, tree: Node, args: list[Any], renderer: SqlRenderer,
@@ -423,10 +428,15 @@ class _Tx(_Reads, WriteTx):
         return Version(rtype, rid, vid, last_updated, deleted, method, body, seq)
 
 
+# SQLite virtual-machine steps between checks of a read's time budget (some tens of microseconds)
+_PROGRESS_STEPS = 10_000
+
+
 class SqliteStore(_Reads, Store):
     def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2,
-                 plan_limits: PlanLimits = DEFAULT_LIMITS) -> None:
+                 plan_limits: PlanLimits = DEFAULT_LIMITS, inline_ms: float = 1.0) -> None:
         self.path = path
+        self._inline_seconds = inline_ms / 1000
         self._limits = plan_limits
         self._synchronous = synchronous
         self._last_millis = 0
@@ -484,7 +494,26 @@ class SqliteStore(_Reads, Store):
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the event loop while it is quick, else on a search thread.
+
+        Handing a read to a thread costs about 100 µs of switching, more than most single-patient searches spend
+        in SQLite; but a slow read on the event loop would stall every other request. So each read starts here
+        with a time budget; past it SQLite interrupts the read, which then runs again, from the start, on a
+        thread (reads have no side effects)."""
         assert self._pool is not None, "store is not open"
+        if self._inline_seconds > 0:
+            conn = self._thread_conn()
+            deadline = time.perf_counter() + self._inline_seconds
+            conn.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if str(exc) != "interrupted":
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            finally:
+                conn.set_progress_handler(None, 0)
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._thread_conn()))
 
     async def close(self) -> None:
