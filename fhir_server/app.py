@@ -44,8 +44,7 @@ class AegisApp:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or open_store_from_url(
-            settings.store_url(), synchronous=settings.sqlite_synchronous,
-            sqlite_inline_ms=settings.sqlite_inline_ms, search=settings.search,
+            settings.store_url(), synchronous=settings.sqlite_synchronous, search=settings.search,
             search_index_prefix=settings.search_index_prefix, search_fallback=settings.search_fallback)
         self.prepare = PreparePool(settings.prepare_workers, settings.prepare_min_bytes)
         self.services = Services(self.store, settings, prepare=self.prepare)

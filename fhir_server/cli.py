@@ -7,7 +7,6 @@ a flag given on the command line wins.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -16,7 +15,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fhir_server.lifecycle import settle_heap
 from fhir_server.settings import Settings
+from fhir_server.workers import UVICORN_OPTIONS
 
 app = typer.Typer(help="Aegis, a FHIR R4 (4.0.1) server.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -32,12 +33,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 async def _settle_heap(_: object) -> None:
-    """Once start-up is done, move what it loaded (definitions, registries: long-lived) out of the collector's sight
-    and collect less often: requests allocate many short-lived dicts, and re-scanning the long-lived heap cost
-    ~5-8 % of a write's CPU (A/B on transaction ingest, in process)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    settle_heap()
 
 
 @app.command()
@@ -55,7 +51,7 @@ def serve(
     page_size: Annotated[Optional[int], typer.Option(help=_help("page_size"))] = None,
     max_page_size: Annotated[Optional[int], typer.Option(help=_help("max_page_size"))] = None,
     sqlite_synchronous: Annotated[Optional[str], typer.Option(help=_help("sqlite_synchronous"))] = None,
-    sqlite_inline_ms: Annotated[Optional[float], typer.Option(help=_help("sqlite_inline_ms"))] = None,
+    workers: Annotated[Optional[int], typer.Option(help=_help("workers"))] = None,
     prepare_workers: Annotated[Optional[int], typer.Option(help=_help("prepare_workers"))] = None,
     prepare_min_bytes: Annotated[Optional[int], typer.Option(help=_help("prepare_min_bytes"))] = None,
     log_level: Annotated[Optional[str], typer.Option(help=_help("log_level"))] = None,
@@ -74,7 +70,7 @@ def serve(
     settings = _settings(host=host, port=port, data_dir=data_dir, store=store, base_url=base_url, demo=demo or None,
                          search=search, search_index_prefix=search_index_prefix, search_fallback=search_fallback,
                          max_body_bytes=max_body_bytes, page_size=page_size, max_page_size=max_page_size,
-                         sqlite_synchronous=sqlite_synchronous, sqlite_inline_ms=sqlite_inline_ms,
+                         sqlite_synchronous=sqlite_synchronous, workers=workers,
                          prepare_workers=prepare_workers,
                          prepare_min_bytes=prepare_min_bytes, log_level=log_level,
                          auth_disabled=insecure_no_auth or None, access_token_lifetime=access_token_lifetime,
@@ -90,14 +86,26 @@ def serve(
             from smart_auth.demo import register_demo_access
 
             register_demo_access(aegis, console)
-    aegis.on_startup.append(_settle_heap)
+    if settings.workers > 1:
+        # one start-up here (migration, demo data, demo access), then the workers start on a prepared store
+        from fhir_server import workers
+
+        async def prepare() -> None:
+            await aegis.startup()
+            await aegis.shutdown()
+
+        asyncio.run(prepare())
+    else:
+        aegis.on_startup.append(_settle_heap)
     if settings.auth_disabled:
         console.print("[bold red]WARNING: authorization is disabled (--insecure-no-auth / AEGIS_AUTH_DISABLED): "
                       "every resource is open to anyone who can reach this server. Development only.[/bold red]")
     console.print(f"Aegis serving FHIR R4 at [bold]http://{settings.host}:{settings.port}/fhir[/bold] "
-                  f"(store: {settings.store_url()})")
+                  f"(store: {settings.store_url()}; {settings.workers} worker process(es))")
+    if settings.workers > 1:
+        raise typer.Exit(workers.serve(settings, settings.workers))
     uvicorn.run(aegis, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False, loop="uvloop", http="httptools", lifespan="on", server_header=False)
+                **UVICORN_OPTIONS)
 
 
 @app.command()

@@ -45,10 +45,10 @@ class Settings(BaseSettings):
         description="SQLite durability: FULL fsyncs every group commit (survives power loss); NORMAL survives a "
         "process crash only.",
     )
-    sqlite_inline_ms: float = Field(
-        1.0, ge=0,
-        description="A SQLite read runs on the event loop for at most this long (ms); one that needs longer is "
-        "interrupted and run again on a search thread (0: every read on a thread).",
+    workers: int = Field(
+        1, ge=1,
+        description="Serving processes sharing the store and the port (Python serves one request at a time per "
+        "process: one core each). Each starts its own prepare processes.",
     )
     prepare_workers: int = Field(
         1, ge=0,

@@ -22,14 +22,16 @@ from tests.support.server import (
 )
 
 BACKENDS = ["sqlite"]
-CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9"}}
+# "shared-store": several server processes may serve one store (SQLite: through its cross-process write lock)
+CAPABILITIES: dict[str, set[str]] = {"sqlite": {"transactions", "durable-kill9", "shared-store"}}
 if os.environ.get(MONGODB_URL_ENV):
     # a MongoDB-protocol server (FerretDB in scripts/test); every store and server gets a database of its own.
     # Transactions are all-or-nothing through the commit protocol, which recovers after kill -9 at start-up;
     # several server processes may share one database ("shared-store": conditional matches claim their criteria).
     BACKENDS.append("mongodb")
     # "shared-auth": the authorization server's clients, users, keys, codes and tokens live in that database too
-    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store", "shared-auth"}
+    # "commit-protocol": the MongoDB store's own multi-writer protocol (writer slots, outbox tickets)
+    CAPABILITIES["mongodb"] = {"transactions", "durable-kill9", "shared-store", "shared-auth", "commit-protocol"}
     if mongodb_reports_plans():  # MongoDB itself, not FerretDB: the plans can be checked for collection scans
         CAPABILITIES["mongodb"].add("query-plans")
     if os.environ.get(ELASTICSEARCH_URL_ENV):

@@ -16,11 +16,10 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from fhir_server.lifecycle import exit_with_parent, settle_heap
 from fhir_server.prepare.transaction import IndexPreparer, PreparedTransaction, prepare_transaction
 
 log = logging.getLogger(__name__)
@@ -28,27 +27,14 @@ log = logging.getLogger(__name__)
 _index_preparer: IndexPreparer | None = None  # in a worker process: the store's, set by _init
 
 
-def _exit_with(parent: int) -> None:
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
 def _init(index_preparer: IndexPreparer | None, parent: int) -> None:
     global _index_preparer
     _index_preparer = index_preparer
-    # a server killed with -9 cannot stop its pool, and a worker waiting for work does not notice: it leaves by itself
-    threading.Thread(target=_exit_with, args=(parent,), name="aegis-prepare-watchdog", daemon=True).start()
-    import gc
-
+    exit_with_parent(parent, "aegis-prepare-watchdog")
     import fhir_server.interactions.bundle  # noqa: F401  (the work's modules, loaded before the heap is frozen)
     import fhir_server.search.extract  # noqa: F401
 
-    # as in the server process (fhir_server.cli): the long-lived heap out of the collector's sight
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    settle_heap()
 
 
 def _prepare(body: bytes, base: str) -> PreparedTransaction | None:

@@ -7,12 +7,11 @@ from typing import Any
 from fhir_server.storage.base import Store
 
 
-def open_store_from_url(url: str, *, synchronous: str = "FULL", sqlite_inline_ms: float = 1.0, search: str = "",
-                        search_index_prefix: str = "aegis", search_fallback: bool = True,
-                        **search_options: Any) -> Store:
+def open_store_from_url(url: str, *, synchronous: str = "FULL", search: str = "", search_index_prefix: str = "aegis",
+                        search_fallback: bool = True, **search_options: Any) -> Store:
     """The store at ``url``; with ``search`` (an Elasticsearch URL), wrapped so that Elasticsearch answers its
     searches (:mod:`fhir_server.storage.elastic`)."""
-    store = _primary(url, synchronous, sqlite_inline_ms)
+    store = _primary(url, synchronous)
     if not search:
         return store
     from fhir_server.storage.elastic import SearchStore
@@ -20,11 +19,11 @@ def open_store_from_url(url: str, *, synchronous: str = "FULL", sqlite_inline_ms
     return SearchStore(store, search, prefix=search_index_prefix, fallback=search_fallback, **search_options)
 
 
-def _primary(url: str, synchronous: str, sqlite_inline_ms: float) -> Store:
+def _primary(url: str, synchronous: str) -> Store:
     if url.startswith("sqlite:///"):
         from fhir_server.storage.sqlite.store import SqliteStore
 
-        return SqliteStore(url.removeprefix("sqlite:///"), synchronous=synchronous, inline_ms=sqlite_inline_ms)
+        return SqliteStore(url.removeprefix("sqlite:///"), synchronous=synchronous)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from fhir_server.storage.mongo.store import MongoStore
 

@@ -5,7 +5,7 @@ ticket and stalls before its commit record is written; writer B commits meanwhil
 events yet — acknowledging them would put A's earlier-ticketed commit behind its position for ever. Once A's commit
 lands, the consumer gets A's events, then B's, and nothing is lost.
 
-Runs on backends with the "shared-store" capability, against the MongoDB store's ticket protocol
+Runs on backends with the "commit-protocol" capability, against the MongoDB store's ticket protocol
 (:mod:`fhir_server.storage.mongo.outbox`).
 """
 
@@ -30,7 +30,7 @@ def _put(rid: str) -> Any:
 
 
 def test_a_consumer_never_passes_a_commit_in_flight(backend: str) -> None:
-    requires(backend, "shared-store")
+    requires(backend, "commit-protocol")
     from fhir_server.storage.mongo.store import MongoStore
 
     async def run() -> None:

@@ -67,7 +67,8 @@ def _check(bases: list[str], value: str, responses: list[httpx.Response], condit
 
 def test_conditional_writes_race_across_processes(backend: str, tmp_path: Path) -> None:
     requires(backend, "shared-store")
-    args = store_args(backend)  # one store (the same database) for both processes
+    # one store (the same database) for both processes; SQLite's default is a file in each one's data directory
+    args = store_args(backend) or ["--store", f"sqlite:///{tmp_path / 'shared' / 'aegis.db'}"]
     servers = [ServerProcess(tmp_path / f"s{n}", args=args) for n in range(2)]
     try:
         for server in servers:

@@ -235,7 +235,7 @@ def test_a_surviving_process_settles_what_a_dead_one_left(backend: str, point: s
     """Two server processes share the store; one dies in the middle of transactions and is *not* restarted. The
     survivor settles the dead writer's transactions by itself (its heartbeat finds writers whose process is gone),
     and then everything holds as after a restart: all-or-nothing, acknowledged ones whole, the outbox unblocked."""
-    requires(backend, "shared-store")
+    requires(backend, "commit-protocol")
     args = store_args(backend)
     dying = ServerProcess(tmp_path / "dying", args=args)
     survivor = ServerProcess(tmp_path / "survivor", args=args)

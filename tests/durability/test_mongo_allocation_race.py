@@ -8,7 +8,7 @@ tests race the allocations against the real server and require unique results:
 * writer slots (the middle bits of every version sequence number): stores opened at the same moment;
 * outbox tickets (the commit order consumers read in): writers taking tickets at the same moment.
 
-Runs on backends with the "shared-store" capability.
+Runs on backends with the "commit-protocol" capability.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _race(n: int, work: Callable[[threading.Barrier], Awaitable[Any]]) -> list[A
 
 
 def test_stores_opened_together_get_distinct_writer_slots(backend: str) -> None:
-    requires(backend, "shared-store")
+    requires(backend, "commit-protocol")
     from fhir_server.storage.mongo.store import MongoStore
 
     for attempt in range(4):
@@ -81,7 +81,7 @@ def test_stores_opened_together_get_distinct_writer_slots(backend: str) -> None:
 
 
 def test_writers_taking_tickets_together_get_distinct_tickets(backend: str) -> None:
-    requires(backend, "shared-store")
+    requires(backend, "commit-protocol")
     from pymongo import AsyncMongoClient
     from pymongo.uri_parser import parse_uri
 

@@ -32,6 +32,7 @@ from fhir_server.storage.base import (
     WriteTx,
 )
 from fhir_server.storage.sqlite import schema
+from fhir_server.storage.sqlite.lock import WriteLock
 from fhir_server.storage.sqlite.merge import chain_candidates, verified
 from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, keyset_condition
@@ -428,18 +429,15 @@ class _Tx(_Reads, WriteTx):
         return Version(rtype, rid, vid, last_updated, deleted, method, body, seq)
 
 
-# SQLite virtual-machine steps between checks of a read's time budget (some tens of microseconds)
-_PROGRESS_STEPS = 10_000
-
-
 class SqliteStore(_Reads, Store):
     def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2,
-                 plan_limits: PlanLimits = DEFAULT_LIMITS, inline_ms: float = 1.0) -> None:
+                 plan_limits: PlanLimits = DEFAULT_LIMITS) -> None:
         self.path = path
-        self._inline_seconds = inline_ms / 1000
         self._limits = plan_limits
         self._synchronous = synchronous
         self._last_millis = 0
+        self._last_stamp = ""  # the last lastUpdated this process gave out
+        self._lock: WriteLock | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._pids: dict[tuple[str, str], int] = {}
@@ -450,15 +448,20 @@ class SqliteStore(_Reads, Store):
 
     async def open(self) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        wconn = schema.connect(self.path, synchronous=self._synchronous)
-        schema.migrate(wconn)
-        self._register_params(wconn)
-        latest = wconn.execute("SELECT MAX(last_updated) FROM resource_version").fetchone()[0]
-        if latest:
-            self._last_millis = _parse_instant_millis(latest)
-        refresh_statistics(wconn)
+        self._lock = WriteLock(self.path)
+        self._lock.open()
+        # another process may be migrating or writing: wait for it on a thread, not on the event loop
+        await asyncio.get_running_loop().run_in_executor(None, self._lock.acquire)
+        try:
+            wconn = schema.connect(self.path, synchronous=self._synchronous)
+            schema.migrate(wconn)
+            self._register_params(wconn)
+            self._catch_up_clock(wconn)
+            refresh_statistics(wconn)
+        finally:
+            self._lock.release()
         self._writer_conn = wconn
-        self._writer = GroupCommitWriter(wconn)
+        self._writer = GroupCommitWriter(wconn, self._lock, self._catch_up_clock)
         self._writer.start()
         self._conn = schema.connect(self.path, synchronous=self._synchronous)
         self._pool = ThreadPoolExecutor(max_workers=self._search_threads, thread_name_prefix="aegis-search")
@@ -494,26 +497,7 @@ class SqliteStore(_Reads, Store):
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the event loop while it is quick, else on a search thread.
-
-        Handing a read to a thread costs about 100 µs of switching, more than most single-patient searches spend
-        in SQLite; but a slow read on the event loop would stall every other request. So each read starts here
-        with a time budget; past it SQLite interrupts the read, which then runs again, from the start, on a
-        thread (reads have no side effects)."""
         assert self._pool is not None, "store is not open"
-        if self._inline_seconds > 0:
-            conn = self._thread_conn()
-            deadline = time.perf_counter() + self._inline_seconds
-            conn.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
-            try:
-                return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if str(exc) != "interrupted":
-                    raise
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            finally:
-                conn.set_progress_handler(None, 0)
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(self._thread_conn()))
 
     async def close(self) -> None:
@@ -531,11 +515,22 @@ class SqliteStore(_Reads, Store):
             self._writer_conn = None
         if getattr(self, "_conn", None) is not None:
             self._conn.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _catch_up_clock(self, conn: sqlite3.Connection) -> None:
+        """Under the write lock: never stamp before the newest lastUpdated in the store, which another process
+        (a worker, ``aegis load``) may have written since this one last did."""
+        latest = conn.execute("SELECT MAX(last_updated) FROM resource_version").fetchone()[0]
+        if latest and latest != self._last_stamp:
+            self._last_millis = max(self._last_millis, _parse_instant_millis(latest))
 
     def next_timestamp(self) -> str:
         # Non-decreasing even if the wall clock steps back, so lastUpdated order never contradicts write order.
         self._last_millis = max(self._last_millis, time.time_ns() // 1_000_000)
-        return format_instant(self._last_millis)
+        self._last_stamp = format_instant(self._last_millis)
+        return self._last_stamp
 
     async def transact(self, unit: Callable[[WriteTx], Awaitable[T]]) -> T:
         assert self._writer is not None and self._writer_conn is not None, "store is not open"

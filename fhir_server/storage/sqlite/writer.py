@@ -12,10 +12,12 @@ import asyncio
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.storage import group_commit
 from fhir_server.storage.group_commit import Batch, BatchFailed, StorageUnavailable, Unit
+from fhir_server.storage.sqlite.lock import WriteLock
 
 __all__ = ["GroupCommitWriter", "StorageUnavailable", "refresh_statistics"]
 
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 
 
 class _SqliteBatch(Batch):
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, lock: WriteLock) -> None:
         self._conn = conn
         self._executor = executor
+        self._lock = lock
 
     async def run(self, unit: Unit) -> Any:
         conn = self._conn
@@ -50,35 +53,61 @@ class _SqliteBatch(Batch):
 
     async def commit(self) -> None:
         # the one fsync of the batch, off the event loop
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.execute, "COMMIT")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._commit)
+
+    def _commit(self) -> None:
+        self._conn.execute("COMMIT")
+        self._lock.release()  # not on failure: the rollback that follows releases it
 
     async def rollback(self) -> None:
         try:
             self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+        finally:
+            self._lock.release()
 
 
 class GroupCommitWriter(group_commit.GroupCommitWriter):
     # refresh the planner's statistics after this many writes (cheap: sampled, see refresh_statistics)
     ANALYZE_EVERY = 25_000
 
-    def __init__(self, conn: sqlite3.Connection, max_batch: int = 512) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: WriteLock, on_begin: Callable[[sqlite3.Connection], None],
+                 max_batch: int = 512) -> None:
         super().__init__(self._begin_batch, max_batch=max_batch, name="aegis-sqlite-writer",
                          after_batch=self._after)
         self._conn = conn
+        self._lock = lock
+        self._on_begin = on_begin
         self._writes_since_analyze = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aegis-sqlite-commit")
 
     async def _begin_batch(self) -> Batch:
-        self._conn.execute("BEGIN IMMEDIATE")
-        return _SqliteBatch(self._conn, self._executor)
+        # the lock is nearly always free (one serving process): then no hop to a thread
+        if not self._lock.try_acquire():
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._lock.acquire)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._on_begin(self._conn)
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._lock.release()
+            raise
+        return _SqliteBatch(self._conn, self._executor, self._lock)
 
     async def _after(self, units: int) -> None:
         self._writes_since_analyze += units
         if self._writes_since_analyze >= self.ANALYZE_EVERY:
             self._writes_since_analyze = 0
-            await asyncio.get_running_loop().run_in_executor(self._executor, refresh_statistics, self._conn)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._analyze)
+
+    def _analyze(self) -> None:
+        self._lock.acquire()
+        try:
+            refresh_statistics(self._conn)
+        finally:
+            self._lock.release()
 
     async def close(self) -> None:
         await super().close()

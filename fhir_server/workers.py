@@ -1,0 +1,93 @@
+"""Serving one store from several processes (``aegis serve --workers N``).
+
+Python runs one request at a time per process, so one process uses one core. With ``--workers N`` the parent binds
+the listening socket, lets one start-up run to completion (store migration, demo data, SMART demo access), and
+then spawns N workers: each is a whole server (:class:`~fhir_server.app.AegisApp` on uvicorn) accepting from the
+shared socket, so the kernel hands a new connection to a worker waiting in ``accept``.
+
+What the workers share is in the stores, never in memory: SQLite serialises their writes through its cross-process
+write lock (:mod:`fhir_server.storage.sqlite.lock`), which also keeps lastUpdated in commit order; the MongoDB store
+and the SMART authorization data were built for several server instances already. Each worker starts its own
+prepare processes when it needs them.
+
+The parent only supervises: SIGTERM or SIGINT stops every worker (each finishes its requests, as uvicorn does),
+and a worker that dies stops the others and the parent with an error, rather than serving on with fewer. Workers
+leave by themselves if the parent is killed (-9).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+from typing import Any
+
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UVICORN_OPTIONS: dict[str, Any] = dict(access_log=False, loop="uvloop", http="httptools", lifespan="on",
+                                       server_header=False)
+
+
+def bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(data: dict[str, Any], sock: socket.socket, parent: int) -> None:
+    from fhir_server.app import AegisApp
+    from fhir_server.lifecycle import exit_with_parent, settle_heap
+
+    exit_with_parent(parent, "aegis-worker-watchdog")
+    settings = Settings(**data)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    aegis = AegisApp(settings)
+
+    async def settle(_: object) -> None:
+        settle_heap()
+
+    aegis.on_startup.append(settle)
+    import uvicorn
+
+    config = uvicorn.Config(aegis, log_level=settings.log_level.lower(), **UVICORN_OPTIONS)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve(settings: Settings, workers: int) -> int:
+    """Serve with ``workers`` processes until told to stop; the exit status."""
+    sock = bind(settings)
+    context = multiprocessing.get_context("spawn")
+    data = settings.model_dump()
+    procs = [context.Process(target=_worker, args=(data, sock, os.getpid()), name=f"aegis-worker-{i}")
+             for i in range(workers)]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.start()
+    sock.close()  # the workers hold it now
+    status = 0
+    while any(p.is_alive() for p in procs):
+        multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()])
+        dead = [p for p in procs if not p.is_alive()]
+        if dead and not stopping:
+            log.error("worker %s ended (exit code %s): stopping the others", dead[0].name, dead[0].exitcode)
+            status = 1
+            stop(signal.SIGTERM, None)
+    for p in procs:
+        p.join()
+    return status
