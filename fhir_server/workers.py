@@ -1,9 +1,9 @@
 """Serving one store from several processes (``aegis serve --workers N``).
 
-Python runs one request at a time per process, so one process uses one core. With ``--workers N`` the parent binds
-the listening socket, lets one start-up run to completion (store migration, demo data, SMART demo access), and
-then spawns N workers: each is a whole server (:class:`~fhir_server.app.AegisApp` on uvicorn) accepting from the
-shared socket, so the kernel hands a new connection to a worker waiting in ``accept``.
+Python runs one request at a time per process, so one process uses one core. With ``--workers N`` the parent lets
+one start-up run to completion (store migration, demo data, SMART demo access), then spawns N workers: each is a
+whole server (:class:`~fhir_server.app.AegisApp` on uvicorn) with a listening socket of its own on the same port
+(``SO_REUSEPORT``), and the kernel spreads new connections over them.
 
 What the workers share is in the stores, never in memory: SQLite serialises their writes through its cross-process
 write lock (:mod:`fhir_server.storage.sqlite.lock`), which also keeps lastUpdated in commit order; the MongoDB store
@@ -34,13 +34,14 @@ UVICORN_OPTIONS: dict[str, Any] = dict(access_log=False, loop="uvloop", http="ht
 
 
 def bind(settings: Settings) -> socket.socket:
+    """A listening socket of its own for one worker. ``SO_REUSEPORT`` lets every worker bind the port, and the kernel
+    spreads new connections over the workers' sockets; with one shared socket, the first worker to wake accepts
+    every pending connection (a burst of 16 clients all landed on one worker while the other idled)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
-    sock.set_inheritable(True)
-    return sock
+    return socket.create_server((settings.host, settings.port), family=family, backlog=2048, reuse_port=True)
 
 
-def _worker(data: dict[str, Any], sock: socket.socket, parent: int) -> None:
+def _worker(data: dict[str, Any], parent: int) -> None:
     from fhir_server.app import AegisApp
     from fhir_server.lifecycle import exit_with_parent, settle_heap
 
@@ -56,15 +57,15 @@ def _worker(data: dict[str, Any], sock: socket.socket, parent: int) -> None:
     import uvicorn
 
     config = uvicorn.Config(aegis, log_level=settings.log_level.lower(), **UVICORN_OPTIONS)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(config).run(sockets=[bind(settings)])
 
 
 def serve(settings: Settings, workers: int) -> int:
     """Serve with ``workers`` processes until told to stop; the exit status."""
-    sock = bind(settings)
+    bind(settings).close()  # the port is free (else: fail here, before any worker starts)
     context = multiprocessing.get_context("spawn")
     data = settings.model_dump()
-    procs = [context.Process(target=_worker, args=(data, sock, os.getpid()), name=f"aegis-worker-{i}")
+    procs = [context.Process(target=_worker, args=(data, os.getpid()), name=f"aegis-worker-{i}")
              for i in range(workers)]
     stopping = False
 
@@ -79,7 +80,6 @@ def serve(settings: Settings, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     for p in procs:
         p.start()
-    sock.close()  # the workers hold it now
     status = 0
     while any(p.is_alive() for p in procs):
         multiprocessing.connection.wait([p.sentinel for p in procs if p.is_alive()])
