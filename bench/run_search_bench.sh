@@ -7,11 +7,12 @@
 #
 # On a 2-core machine the server is pinned to CPU 1 and the clients to CPU 0, so the client never steals the
 # server's core; --server-unpinned leaves the server (and its prepare process, which ingest uses) every core, the
-# clients staying on CPU 0. Everything listens and connects on 127.0.0.1 only.
+# clients staying on CPU 0; --server-workers N serves from N processes (aegis serve --workers N), implying
+# --server-unpinned. Everything listens and connects on 127.0.0.1 only.
 #
 # Usage: bench/run_search_bench.sh [--with-10k | --sizes N,M] [--seconds S] [--clients 1,16] [--shapes LIST] [--port P]
 #                                  [--cache DIR] [--seed N] [--ingest-clients N] [--record FILE | --no-record]
-#                                  [--label TEXT] [--keep] [--server-unpinned]
+#                                  [--label TEXT] [--keep] [--server-unpinned] [--server-workers N]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ record=bench/RESULTS.md
 label=""
 keep=0
 pin_server=1
+workers=1
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -49,7 +51,8 @@ while [[ $# -gt 0 ]]; do
     --label) label="$2"; shift ;;
     --keep) keep=1 ;;
     --server-unpinned) pin_server=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --server-workers) workers="$2"; pin_server=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -103,7 +106,7 @@ for size in "${sizes[@]}"; do
 
   store="$(mktemp -d /tmp/aegis-bench-store-XXXXXX)"
   # without authorization (--insecure-no-auth): these figures measure the search engine, not token checks
-  "${server_pin[@]}" aegis serve --insecure-no-auth --port "$port" --data-dir "$store" --log-level warning \
+  "${server_pin[@]}" aegis serve --insecure-no-auth --port "$port" --data-dir "$store" --log-level warning --workers "$workers" \
     > "${results}/server-${size}.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 150); do  # up to 30 s for the server to come up
