@@ -7,7 +7,6 @@ a flag given on the command line wins.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fhir_server.lifecycle import settle_heap
+from fhir_server.lifecycle import configure_logging, settle_after_startup
 from fhir_server.settings import Settings
 from fhir_server.workers import UVICORN_OPTIONS
 
@@ -30,10 +29,6 @@ def _help(name: str) -> str:
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-async def _settle_heap(_: object) -> None:
-    settle_heap()
 
 
 @app.command()
@@ -76,7 +71,7 @@ def serve(
                          auth_disabled=insecure_no_auth or None, access_token_lifetime=access_token_lifetime,
                          refresh_token_lifetime=refresh_token_lifetime,
                          signing_key_max_age_days=signing_key_max_age_days, cors_origins=cors_origins)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     aegis = AegisApp(settings)
     if settings.demo:
         from fhir_server.demo_load import load_demo_if_empty
@@ -96,7 +91,7 @@ def serve(
 
         asyncio.run(prepare())
     else:
-        aegis.on_startup.append(_settle_heap)
+        aegis.on_startup.append(settle_after_startup)
     if settings.auth_disabled:
         console.print("[bold red]WARNING: authorization is disabled (--insecure-no-auth / AEGIS_AUTH_DISABLED): "
                       "every resource is open to anyone who can reach this server. Development only.[/bold red]")

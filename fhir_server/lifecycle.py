@@ -1,4 +1,5 @@
-"""What every Aegis process does about its own life: leave when its parent dies, and settle its heap once started.
+"""What every Aegis process does about its own life: log alike, leave when its parent dies, settle its heap once
+started.
 
 Shared by the serving workers (:mod:`fhir_server.workers`) and the prepare processes (:mod:`fhir_server.prepare`).
 """
@@ -6,6 +7,7 @@ Shared by the serving workers (:mod:`fhir_server.workers`) and the prepare proce
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -31,3 +33,12 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+
+
+async def settle_after_startup(_: object) -> None:
+    """``settle_heap`` as the last start-up hook of a serving process."""
+    settle_heap()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -33,28 +33,26 @@ UVICORN_OPTIONS: dict[str, Any] = dict(access_log=False, loop="uvloop", http="ht
                                        server_header=False)
 
 
-def bind(settings: Settings) -> socket.socket:
+def bind(settings: Settings, *, shared: bool = True) -> socket.socket:
     """A listening socket of its own for one worker. ``SO_REUSEPORT`` lets every worker bind the port, and the kernel
     spreads new connections over the workers' sockets; with one shared socket, the first worker to wake accepts
-    every pending connection (a burst of 16 clients all landed on one worker while the other idled)."""
+    every pending connection (a burst of 16 clients all landed on one worker while the other idled). Without
+    ``shared`` the bind fails if anything listens on the port, even another server's workers."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    return socket.create_server((settings.host, settings.port), family=family, backlog=2048, reuse_port=True)
+    return socket.create_server((settings.host, settings.port), family=family, backlog=2048, reuse_port=shared)
 
 
 def _worker(data: dict[str, Any], parent: int) -> None:
+    import uvicorn
+
     from fhir_server.app import AegisApp
-    from fhir_server.lifecycle import exit_with_parent, settle_heap
+    from fhir_server.lifecycle import configure_logging, exit_with_parent, settle_after_startup
 
     exit_with_parent(parent, "aegis-worker-watchdog")
     settings = Settings(**data)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     aegis = AegisApp(settings)
-
-    async def settle(_: object) -> None:
-        settle_heap()
-
-    aegis.on_startup.append(settle)
-    import uvicorn
+    aegis.on_startup.append(settle_after_startup)
 
     config = uvicorn.Config(aegis, log_level=settings.log_level.lower(), **UVICORN_OPTIONS)
     uvicorn.Server(config).run(sockets=[bind(settings)])
@@ -62,7 +60,11 @@ def _worker(data: dict[str, Any], parent: int) -> None:
 
 def serve(settings: Settings, workers: int) -> int:
     """Serve with ``workers`` processes until told to stop; the exit status."""
-    bind(settings).close()  # the port is free (else: fail here, before any worker starts)
+    try:  # nothing listens on the port (else: fail here, before any worker starts)
+        bind(settings, shared=False).close()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
+        return 1
     context = multiprocessing.get_context("spawn")
     data = settings.model_dump()
     procs = [context.Process(target=_worker, args=(data, os.getpid()), name=f"aegis-worker-{i}")

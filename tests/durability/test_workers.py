@@ -9,6 +9,8 @@ stopped or killed with -9.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -111,3 +113,18 @@ def test_workers_end_with_the_server(tmp_path: Path, ending: str) -> None:
     else:
         server.kill()
     assert gone_within(workers, 10), f"workers {workers} outlived the server ({ending})"
+
+
+def test_workers_refuse_a_port_in_use(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "first", args=["--workers", "2"])
+    first.data_dir.mkdir()
+    first.start()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(first.port), "--workers", "2",
+             "--data-dir", str(tmp_path / "second"), "--insecure-no-auth"],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in second.stderr
+    finally:
+        first.stop()
