@@ -83,7 +83,7 @@ def serve(
             register_demo_access(aegis, console)
     if settings.workers > 1:
         # one start-up here (migration, demo data, demo access), then the workers start on a prepared store
-        from fhir_server import workers
+        from fhir_server.workers import serve as serve_workers
 
         async def prepare() -> None:
             await aegis.startup()
@@ -98,7 +98,7 @@ def serve(
     console.print(f"Aegis serving FHIR R4 at [bold]http://{settings.host}:{settings.port}/fhir[/bold] "
                   f"(store: {settings.store_url()}; {settings.workers} worker process(es))")
     if settings.workers > 1:
-        raise typer.Exit(workers.serve(settings, settings.workers))
+        raise typer.Exit(serve_workers(settings, settings.workers))
     uvicorn.run(aegis, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 **UVICORN_OPTIONS)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fhir_server.storage.base import Version, WriteTx
 from fhir_server.storage.sqlite.store import SqliteStore
 
 
-def _put(rid: str) -> object:
+def _put(rid: str) -> Callable[[WriteTx], Awaitable[Version]]:
     async def unit(tx: WriteTx) -> Version:
         return await tx.put("Patient", rid, {"resourceType": "Patient", "id": rid}, method="PUT")
 
