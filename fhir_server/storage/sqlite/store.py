@@ -32,6 +32,7 @@ from fhir_server.storage.base import (
     WriteTx,
 )
 from fhir_server.storage.sqlite import schema
+from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.lock import WriteLock
 from fhir_server.storage.sqlite.merge import chain_candidates, verified
 from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
@@ -431,8 +432,9 @@ class _Tx(_Reads, WriteTx):
 
 class SqliteStore(_Reads, Store):
     def __init__(self, path: str, *, synchronous: str = "FULL", search_threads: int = 2,
-                 plan_limits: PlanLimits = DEFAULT_LIMITS) -> None:
+                 plan_limits: PlanLimits = DEFAULT_LIMITS, wal_backstop_pages: int = BACKSTOP_PAGES) -> None:
         self.path = path
+        self._wal_backstop_pages = wal_backstop_pages
         self._limits = plan_limits
         self._synchronous = synchronous
         self._last_millis = 0
@@ -440,6 +442,7 @@ class SqliteStore(_Reads, Store):
         self._lock: WriteLock | None = None
         self._writer_conn: sqlite3.Connection | None = None
         self._writer: GroupCommitWriter | None = None
+        self._checkpointer: Checkpointer | None = None
         self._pids: dict[tuple[str, str], int] = {}
         self._local = threading.local()
         self._search_threads = search_threads
@@ -461,7 +464,10 @@ class SqliteStore(_Reads, Store):
         finally:
             self._lock.release()
         self._writer_conn = wconn
-        self._writer = GroupCommitWriter(wconn, self._lock, self._catch_up_clock)
+        wconn.execute(f"PRAGMA wal_autocheckpoint = {int(self._wal_backstop_pages)}")
+        self._checkpointer = Checkpointer(self.path, synchronous=self._synchronous)
+        self._checkpointer.start()
+        self._writer = GroupCommitWriter(wconn, self._lock, self._catch_up_clock, self._checkpointer.committed)
         self._writer.start()
         self._conn = schema.connect(self.path, synchronous=self._synchronous)
         self._pool = ThreadPoolExecutor(max_workers=self._search_threads, thread_name_prefix="aegis-search")
@@ -504,6 +510,9 @@ class SqliteStore(_Reads, Store):
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.close)
+            self._checkpointer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

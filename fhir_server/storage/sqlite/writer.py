@@ -25,10 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class _SqliteBatch(Batch):
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, lock: WriteLock) -> None:
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, lock: WriteLock,
+                 on_commit: Callable[[], None]) -> None:
         self._conn = conn
         self._executor = executor
         self._lock = lock
+        self._on_commit = on_commit
 
     async def run(self, unit: Unit) -> Any:
         conn = self._conn
@@ -58,6 +60,7 @@ class _SqliteBatch(Batch):
     def _commit(self) -> None:
         self._conn.execute("COMMIT")
         self._lock.release()  # not on failure: the rollback that follows releases it
+        self._on_commit()
 
     async def rollback(self) -> None:
         try:
@@ -73,12 +76,13 @@ class GroupCommitWriter(group_commit.GroupCommitWriter):
     ANALYZE_EVERY = 25_000
 
     def __init__(self, conn: sqlite3.Connection, lock: WriteLock, on_begin: Callable[[sqlite3.Connection], None],
-                 max_batch: int = 512) -> None:
+                 on_commit: Callable[[], None], max_batch: int = 512) -> None:
         super().__init__(self._begin_batch, max_batch=max_batch, name="aegis-sqlite-writer",
                          after_batch=self._after)
         self._conn = conn
         self._lock = lock
         self._on_begin = on_begin
+        self._on_commit = on_commit
         self._writes_since_analyze = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aegis-sqlite-commit")
 
@@ -94,7 +98,7 @@ class GroupCommitWriter(group_commit.GroupCommitWriter):
                 self._conn.execute("ROLLBACK")
             self._lock.release()
             raise
-        return _SqliteBatch(self._conn, self._executor, self._lock)
+        return _SqliteBatch(self._conn, self._executor, self._lock, self._on_commit)
 
     async def _after(self, units: int) -> None:
         self._writes_since_analyze += units
