@@ -33,6 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.uri_parser import parse_uri
 
+from fhir_server.search.resolved import KeyIn, RefIn, as_node
 from fhir_server.search.tree import Node, Or, Param
 from fhir_server.storage.base import (
     HistoryQuery,
@@ -49,7 +50,7 @@ from fhir_server.storage.mongo import outbox, plans, render, schema
 from fhir_server.storage.group_commit import Batch, GroupCommitWriter, StorageUnavailable
 from fhir_server.storage.mongo.claims import Claims
 from fhir_server.storage.mongo.commit import MongoBatch, Overlay, Pending, Protocol, build_current
-from fhir_server.storage.mongo.render import RefIn, Rendered, Renderer, SortSpec, all_of
+from fhir_server.storage.mongo.render import Rendered, Renderer, SortSpec, all_of
 from fhir_server.storage.sqlite.store import _parse_instant_millis, format_instant
 from resources import jsonio
 from resources.canonical import stamped
@@ -347,7 +348,7 @@ class _Reads(ReadOps):
         by_type: dict[str, set[str]] = {}
         for rtype, rid in targets:
             by_type.setdefault(rtype, set()).add(rid)
-        tree = Or(tuple(render.as_node(RefIn(p, t, frozenset(ids)))
+        tree = Or(tuple(as_node(RefIn(p, t, frozenset(ids)))
                         for p in params for t, ids in sorted(by_type.items())))
         rendered = self._store._renderer.render(tree, None)
         if rendered.exact:
@@ -373,7 +374,7 @@ def _pinned_keys(tree: Node, rtype: str | None) -> list[str] | None:
     for item in items:
         if isinstance(item, IdIn) and rtype is not None and rtype != "Resource":
             return [f"{rtype}/{i}" for i in item.ids]
-        if isinstance(item, render.KeyIn):
+        if isinstance(item, KeyIn):
             return sorted(item.keys)
     return None
 

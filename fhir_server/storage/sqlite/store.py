@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fhir_server.search.registry import params_for
 from fhir_server.search.tree import And, Node, Param
@@ -240,10 +240,10 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
     plan = _plan(conn, query.rtype, query.tree, pid_of, limits)
     renderer = SqlRenderer(pid_of)
     sort_exprs: list[tuple[str, list[Any], bool]] = []
-    for key in query.sort:
+    for sort_key in query.sort:
         expr_args: list[Any] = []
-        expr = renderer.sort_expr(key.param, key.descending, "c", expr_args)
-        sort_exprs.append((expr, expr_args, key.descending))
+        expr = renderer.sort_expr(sort_key.param, sort_key.descending, "c", expr_args)
+        sort_exprs.append((expr, expr_args, sort_key.descending))
     backwards = query.before is not None
     cursor = query.before if backwards else query.after
     limit = query.count + 1
@@ -301,19 +301,19 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
             rows = _windowed(conn, query.rtype, query.tree, renderer, select, drive, cursor, backwards, limit,
                              limits.windows)
         else:
-            rows = drive(cursor[-1] if cursor is not None and not sort_exprs else None, limit)
+            rows = drive(cast(int, cursor[-1]) if cursor is not None and not sort_exprs else None, limit)
     more = len(rows) > query.count
     rows = rows[: query.count]
     if backwards:
         rows.reverse()
     nsort = len(sort_exprs)
 
-    def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    def cursor_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(row[9: 9 + nsort]) + (row[8],)
 
     # forwards, ``more`` means rows follow; backwards, rows precede (and the page we came from follows)
-    after = key(rows[-1]) if rows and (backwards or more) else None
-    before = key(rows[0]) if rows and (query.after is not None or (backwards and more)) else None
+    after = cursor_key(rows[-1]) if rows and (backwards or more) else None
+    before = cursor_key(rows[0]) if rows and (query.after is not None or (backwards and more)) else None
     total = None
     if query.total:
         total = int(conn.execute(f"SELECT COUNT(*) FROM resource_current c WHERE {driven_where}",
@@ -550,7 +550,7 @@ class SqliteStore(_Reads, Store):
             tx.finish()  # inside the unit's savepoint: a failure here undoes the unit
             return result
 
-        return await self._writer.submit(run)
+        return cast(T, await self._writer.submit(run))
 
     async def outbox_read(self, consumer: str, limit: int = 100) -> list[OutboxEvent]:
         rows = self._conn.execute(
