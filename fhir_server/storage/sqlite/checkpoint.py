@@ -27,15 +27,19 @@ BACKSTOP_PAGES = 65536
 
 
 class Checkpointer:
-    def __init__(self, path: str, *, synchronous: str, interval: float = 0.25) -> None:
+    def __init__(self, path: str, *, synchronous: str, interval: float = 0.25,
+                 backstop_pages: int = BACKSTOP_PAGES) -> None:
         self._path = path
         self._synchronous = synchronous
         self._interval = interval
+        self._backstop_pages = backstop_pages
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, writer: sqlite3.Connection) -> None:
+        """Take over the checkpoints of ``writer``, the store's writing connection: its own become the backstop."""
+        writer.execute(f"PRAGMA wal_autocheckpoint = {self._backstop_pages:d}")
         self._thread = threading.Thread(target=self._run, name="aegis-sqlite-checkpoint", daemon=True)
         self._thread.start()
 

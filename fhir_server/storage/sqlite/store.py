@@ -464,9 +464,9 @@ class SqliteStore(_Reads, Store):
         finally:
             self._lock.release()
         self._writer_conn = wconn
-        wconn.execute(f"PRAGMA wal_autocheckpoint = {int(self._wal_backstop_pages)}")
-        self._checkpointer = Checkpointer(self.path, synchronous=self._synchronous)
-        self._checkpointer.start()
+        self._checkpointer = Checkpointer(self.path, synchronous=self._synchronous,
+                                          backstop_pages=self._wal_backstop_pages)
+        self._checkpointer.start(wconn)
         self._writer = GroupCommitWriter(wconn, self._lock, self._catch_up_clock, self._checkpointer.committed)
         self._writer.start()
         self._conn = schema.connect(self.path, synchronous=self._synchronous)
