@@ -101,3 +101,46 @@ def test_chain_merges_over_many_targets(loop: asyncio.AbstractEventLoop, merge_t
                               MANY_TARGET_QUERIES)
 
     loop.run_until_complete(run())
+
+
+@st.composite
+def _with_appointments(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """An oracle data set plus appointments of no, one or two patients, some written before their patients (the
+    token rows' owner of ``_has``: none, the patient's key, or unknown)."""
+    data = draw(datasets())
+    patients = [r["id"] for r in data if r["resourceType"] == "Patient"]
+    for i in range(draw(st.integers(0, 5))):
+        actors = draw(st.lists(st.sampled_from(patients), max_size=2)) if patients else []
+        participants = [{"actor": {"reference": f"Patient/{p}"}, "status": "accepted"} for p in actors]
+        participants.append({"actor": {"reference": "Practitioner/d0"}, "status": "accepted"})
+        appointment = {"resourceType": "Appointment", "id": f"a{i}",
+                       "status": draw(st.sampled_from(["booked", "proposed", "cancelled"])),
+                       "participant": participants}
+        data.insert(draw(st.integers(0, len(data))), appointment)
+    return data
+
+
+@st.composite
+def _owned_has_queries(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """A patient's ``_has`` of a code through ``patient`` (probed through the owners when it does not drive), with
+    another condition or not, and one through ``subject`` (never through the owners) beside it."""
+    clauses = [(draw(st.sampled_from(["_has:Appointment:patient:status", "_has:Observation:patient:code",
+                                      "_has:Observation:subject:code"])),
+                draw(st.sampled_from(["booked", "booked,proposed", "8867-4", "http://loinc.org|8480-6,8867-4"])))]
+    if draw(st.booleans()):
+        clauses.append(draw(st.sampled_from([("gender", "male"), ("_id", "p0,p2,p3"), ("name", "smi"),
+                                             ("_has:Appointment:patient:status:not", "cancelled")])))
+    return clauses
+
+
+@ORACLE
+@given(data=_with_appointments(), patient_qs=st.lists(_owned_has_queries(), min_size=1, max_size=4))
+@pytest.mark.parametrize("limits", [TINY, PlanLimits()], ids=["windowed", "default"])
+def test_has_through_owners_agrees_with_oracle(loop: asyncio.AbstractEventLoop, limits: PlanLimits,
+                                               data: list[dict[str, Any]],
+                                               patient_qs: list[list[tuple[str, str]]]) -> None:
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            await check_store(SqliteStore(str(Path(tmp) / "owners.db"), plan_limits=limits), data, patient_qs, [])
+
+    loop.run_until_complete(run())

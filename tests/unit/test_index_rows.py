@@ -10,7 +10,7 @@ from typing import Any
 from fhir_server.search.extract import extract
 from fhir_server.search.values import FAMILY_OF_TYPE, CompositeV
 from fhir_server.storage.sqlite import rows
-from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS
+from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS, UNKNOWN_OWNER
 from resources.canonical import stamped
 from tests.unit.search.test_extract import REPRESENTATIVE, demo_resources, example_resources
 
@@ -33,8 +33,11 @@ def test_rows_by_class_equal_rows_by_family() -> None:
 
 
 def test_insert_statements() -> None:
-    assert rows.INSERT["token"] == "INSERT INTO idx_token (pid, system, code, text, rkey) VALUES (?, ?, ?, ?, ?)"
-    assert rows.INSERT["uri"] == "INSERT INTO idx_uri (pid, uri, rkey) VALUES (?, ?, ?)"
+    assert rows.INSERT["token"] == (
+        "INSERT INTO idx_token (pid, system, code, text, owner, rkey) VALUES (?1, ?2, ?3, ?4, CASE WHEN typeof(?5)"
+        " = 'text' THEN COALESCE((SELECT o.rkey FROM resource_current o WHERE o.rtype = 'Patient' AND o.rid = ?5),"
+        " -1) ELSE ?5 END, ?6)")
+    assert rows.INSERT["uri"] == "INSERT INTO idx_uri (pid, uri, rkey) VALUES (?1, ?2, ?3)"
 
 
 def _all_rows(index: rows.IndexRows, extra: list[tuple[str, rows.Row]]) -> Counter[tuple[str, rows.Row]]:
@@ -72,3 +75,29 @@ def test_rows_before_stamping_are_the_rows_of_the_stamped_resource() -> None:
         assert "1999" not in ahead.content and "99" not in ahead.content.split()
         checked += 1
     assert checked > 20
+
+
+def _token_owners(resource: dict[str, Any]) -> set[Any]:
+    rtype = resource["resourceType"]
+    pids = {(rtype, code): i for i, (code, _) in enumerate(extract(resource), start=1)}
+    index = rows.index_rows(pids, rtype, resource["id"], resource)
+    tokens = dict(index.families)["token"]
+    assert tokens and all(len(row) == 1 + len(FAMILY_COLUMNS["token"]) + 1 for row in tokens)
+    return {row[-1] for row in tokens}
+
+
+def test_token_rows_carry_the_patient_their_resource_belongs_to() -> None:
+    # the patient's id; it becomes the patient's key as the row is inserted (test_sqlite_schema.py)
+    code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    observation = {"resourceType": "Observation", "id": "o1", "status": "final", "code": code,
+                   "subject": {"reference": "Patient/p1"}}
+    assert _token_owners(observation) == {"p1"}
+    # a group is no patient, and the performer is not the observation's `patient`
+    assert _token_owners({**observation, "subject": {"reference": "Group/g1"},
+                          "performer": [{"reference": "Patient/p2"}]}) == {None}
+    appointment = {"resourceType": "Appointment", "id": "a1", "status": "booked",
+                   "participant": [{"actor": {"reference": f"Patient/{p}"}, "status": "accepted"}
+                                   for p in ("p1", "p2", "p1")]}
+    assert _token_owners(appointment) == {UNKNOWN_OWNER}
+    assert _token_owners({**appointment, "participant": appointment["participant"][:1]}) == {"p1"}
+    assert _token_owners({"resourceType": "Patient", "id": "p1", "gender": "male"}) == {None}

@@ -1,10 +1,12 @@
-"""The SQLite schema's covering key indexes, and the migration of a version 2 store to them in place."""
+"""The SQLite schema's covering key indexes and token owners, and the migration of version 2 and 3 stores to them
+in place."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -13,7 +15,12 @@ from fhir_server.search.bind import bind
 from fhir_server.search.request import parse_request
 from fhir_server.search.rewrite import prepare
 from fhir_server.storage.base import SearchQuery, WriteTx
-from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS, FAMILY_KEY_COLUMNS, SCHEMA_VERSION
+from fhir_server.storage.sqlite.schema import (
+    FAMILY_COLUMNS,
+    FAMILY_KEY_COLUMNS,
+    SCHEMA_VERSION,
+    UNKNOWN_OWNER,
+)
 from fhir_server.storage.sqlite.store import SqliteStore
 
 OBSERVATION = {
@@ -60,11 +67,26 @@ def test_a_probe_reads_the_key_index_alone(tmp_path: Path) -> None:
     assert "USING COVERING INDEX idx_token_by_rkey" in plan
 
 
+def _token_rows_of_version_3(conn: sqlite3.Connection) -> None:
+    """Back to version 3's token table: no owner column, its value index on (pid, code, system)."""
+    conn.execute("CREATE TABLE idx_token_v3 (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, system, code, text)")
+    conn.execute("INSERT INTO idx_token_v3 SELECT pid, rkey, system, code, text FROM idx_token ORDER BY rowid")
+    conn.execute("DROP TABLE idx_token")
+    conn.execute("ALTER TABLE idx_token_v3 RENAME TO idx_token")
+    conn.execute("CREATE INDEX idx_token_pid_code_system ON idx_token (pid, code, system, rkey)")
+    conn.execute("CREATE INDEX idx_token_by_rkey ON idx_token (rkey, pid, system, code)")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
 def test_a_version_2_store_migrates_in_place(tmp_path: Path) -> None:
     db = tmp_path / "aegis.db"
     asyncio.run(_write_and_search(db, QUERY, write=True))
-    # back to version 2's layout: key indexes of the key alone
+    # back to version 2's layout: key indexes of the key alone, token rows without owners
     conn = sqlite3.connect(db, isolation_level=None)
+    _token_rows_of_version_3(conn)
     for family in FAMILY_COLUMNS:
         conn.execute(f"DROP INDEX idx_{family}_by_rkey")
         conn.execute(f"CREATE INDEX idx_{family}_rkey ON idx_{family} (rkey)")
@@ -78,6 +100,114 @@ def test_a_version_2_store_migrates_in_place(tmp_path: Path) -> None:
     assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
 
 
+OWNED = [
+    {"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
+    {"resourceType": "Patient", "id": "p3"},
+    {**OBSERVATION, "id": "o1", "subject": {"reference": "Patient/p1"}},
+    {**OBSERVATION, "id": "o2", "subject": {"reference": "Group/g1"}},  # no patient: no owner
+    {"resourceType": "Appointment", "id": "a1", "status": "booked",  # two patients
+     "participant": [{"actor": {"reference": f"Patient/{p}"}, "status": "accepted"} for p in ("p2", "p3")]},
+    {"resourceType": "Appointment", "id": "a2", "status": "proposed",
+     "participant": [{"actor": {"reference": "Patient/p3"}, "status": "accepted"}]},
+]
+
+
+async def _write_all(path: Path, resources: list[dict[str, Any]]) -> None:
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        async def unit(tx: WriteTx) -> None:
+            for res in resources:
+                await tx.put(res["resourceType"], res["id"], res, method="PUT")
+        await store.transact(unit)
+    finally:
+        await store.close()
+
+
+async def _search(path: Path, query: str) -> list[str]:
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        rtype, _, qs = query.partition("?")
+        tree = await prepare(bind(rtype, parse_request(parse_qsl(qs)), strict=True).tree, rtype, store)
+        page = await store.search(SearchQuery(rtype, tree, (), count=10))
+        return sorted(v.rid for v in page.versions)
+    finally:
+        await store.close()
+
+
+def _owners(conn: sqlite3.Connection) -> dict[tuple[str, str], set[str | int | None]]:
+    """The owners of each resource's token rows, a patient's key given as its id."""
+    out: dict[tuple[str, str], set[str | int | None]] = {}
+    for rtype, rid, owner, patient in conn.execute(
+            "SELECT c.rtype, c.rid, t.owner, p.rid FROM idx_token t JOIN resource_current c ON c.rkey = t.rkey"
+            " LEFT JOIN resource_current p ON p.rkey = t.owner AND p.rtype = 'Patient'"):
+        out.setdefault((rtype, rid), set()).add(patient if patient is not None else owner)
+    return out
+
+
+def test_a_version_3_store_migrates_in_place_and_its_token_rows_get_their_patients(tmp_path: Path) -> None:
+    db = tmp_path / "aegis.db"
+    asyncio.run(_write_all(db, OWNED))
+    conn = sqlite3.connect(db, isolation_level=None)
+    written = _owners(conn)
+    assert written[("Observation", "o1")] == {"p1"}
+    assert written[("Observation", "o2")] == {None}
+    assert written[("Appointment", "a1")] == {UNKNOWN_OWNER}
+    assert written[("Appointment", "a2")] == {"p3"}
+    assert written[("Patient", "p1")] == {None}
+    _token_rows_of_version_3(conn)
+    conn.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'")
+    assert "owner" not in _columns(conn, "idx_token")
+    conn.close()
+
+    # opening migrates; here _has drives (through the owners), below _id drives and _has probes the owners
+    assert asyncio.run(_search(db, "Patient?_has:Appointment:patient:status=booked")) == ["p2", "p3"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert "owner" in _columns(conn, "idx_token")
+    assert _owners(conn) == written
+    # integer affinity, or SQLite would not use the index for `owner = c.rkey` (a patient's key)
+    assert [r[2] for r in conn.execute("PRAGMA table_info(idx_token)") if r[1] == "owner"] == ["INTEGER"]
+    plan = " / ".join(r[3] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT 1 FROM resource_current c WHERE EXISTS (SELECT 1 FROM idx_token t"
+        " WHERE t.pid = 1 AND t.code = 'x' AND t.owner = c.rkey)"))
+    assert "idx_token_pid_code_owner_system (pid=? AND code=? AND owner=?)" in plan
+    indexes = {r[0]: [c[2] for c in conn.execute(f"PRAGMA index_info({r[0]})")]
+               for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idx_token'")}
+    assert indexes == {"idx_token_pid_code_owner_system": ["pid", "code", "owner", "system", "rkey"],
+                       "idx_token_by_rkey": ["rkey", "pid", "system", "code"]}
+    conn.close()
+    assert asyncio.run(_search(db, "Patient?_id=p1,p2,p3&_has:Appointment:patient:status=booked,proposed")) \
+        == ["p2", "p3"]
+    assert asyncio.run(_search(db, "Patient?_id=p1,p2,p3&_has:Observation:patient:code=8867-4")) == ["p1"]
+
+
+def test_a_resource_written_before_its_patient_is_found_through_its_reference(tmp_path: Path) -> None:
+    db = tmp_path / "aegis.db"
+    observations = [r for r in OWNED if r["resourceType"] == "Observation"]
+    # o1 before its patient p1, in a unit of its own: its rows' owner stays unknown
+    asyncio.run(_write_all(db, observations))
+    asyncio.run(_write_all(db, [r for r in OWNED if r not in observations]))
+    conn = sqlite3.connect(db)
+    assert _owners(conn)[("Observation", "o1")] == {UNKNOWN_OWNER}
+    conn.close()
+    for query in ("Patient?_has:Observation:patient:code=8867-4",  # driving
+                  "Patient?_id=p1,p2,p3&_has:Observation:patient:code=8867-4"):  # probed
+        assert asyncio.run(_search(db, query)) == ["p1"]
+    # written again once p1 exists, o1 gets its owner
+    asyncio.run(_write_all(db, observations[:1]))
+    conn = sqlite3.connect(db)
+    assert _owners(conn)[("Observation", "o1")] == {"p1"}
+    conn.close()
+    # in one unit the rows are inserted when the unit ends, after the patient has its key
+    db2 = tmp_path / "one-unit.db"
+    asyncio.run(_write_all(db2, observations + [r for r in OWNED if r not in observations]))
+    conn = sqlite3.connect(db2)
+    assert _owners(conn)[("Observation", "o1")] == {"p1"}
+    conn.close()
+
+
 def test_an_older_store_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "aegis.db"
     asyncio.run(_write_and_search(db, QUERY, write=True))
@@ -86,3 +216,4 @@ def test_an_older_store_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(RuntimeError, match="schema version 1"):
         asyncio.run(_write_and_search(db, QUERY, write=False))
+

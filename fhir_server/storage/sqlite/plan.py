@@ -8,7 +8,8 @@ a few dozen microseconds each (:class:`PlanLimits`) — and
 - the condition with the fewest rows drives (its matches are looked up by key; the others are probed per row);
 - when every condition is broad (each has at least ``cap`` rows), each is cheap to probe (a few index lookups per
   row: parameter values, ids, types, chains through the row's own references — not ``_has``, whose probe fans out
-  through every reference to the row) and the
+  through every reference to the row, unless it is a patient's ``_has`` of a code, which the token rows' owners
+  answer in two lookups) and the
   results are in key order, walking the type's rows in key order and probing each finds a page after a bounded
   number of rows whatever the data size, so the store first tries that over a few growing *windows* of keys, and
   only if they do not fill the page does the cheapest condition drive the rest.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.search.tree import And, Chain, Has, IdIn, MatchAll, MatchNone, Missing, Node, Not, Or, Row, TextSearch, TypeIn
+from fhir_server.storage.sqlite.render import owned_has
 
 
 
@@ -80,7 +82,7 @@ def static_plan(tree: Node) -> Plan:
 
 
 def choose(conn: sqlite3.Connection, tree: Node, estimate_sql: EstimateSql,
-           limits: PlanLimits = DEFAULT_LIMITS) -> Plan:
+           limits: PlanLimits = DEFAULT_LIMITS, rtype: str | None = None) -> Plan:
     """Count the candidates (cheapest-looking first) and put the one with the fewest rows first."""
     items = sorted(_items(tree), key=rank)
     counted: list[tuple[int, int, Node]] = []  # (rows, position, condition)
@@ -101,20 +103,23 @@ def choose(conn: sqlite3.Connection, tree: Node, estimate_sql: EstimateSql,
     ordered = [best, *rest]
     by_id = {id(item): rows for rows, _, item in counted}
     estimates = tuple(by_id.get(id(item)) for item in ordered)
-    broad = best_rows >= limits.cap and all(_cheap_probe(item) for item in ordered)
+    broad = best_rows >= limits.cap and all(_cheap_probe(item, rtype) for item in ordered)
     return Plan(_join(ordered), True, broad, estimates)
 
 
-def _cheap_probe(node: Node) -> bool:
-    """Whether checking the condition for one row costs a bounded number of index lookups. A chain follows the
-    row's own references (a handful), so it is as cheap as its target's conditions; ``_has`` follows every
-    reference *to* the row (a patient's hundreds of observations), so it is not."""
+def _cheap_probe(node: Node, rtype: str | None) -> bool:
+    """Whether checking the condition for one row (of type ``rtype``) costs a bounded number of index lookups. A
+    chain follows the row's own references (a handful), so it is as cheap as its target's conditions; ``_has``
+    follows every reference *to* the row (a patient's hundreds of observations), so it is not, unless the token
+    rows' owners answer it (``render.owned_has``)."""
     if isinstance(node, (And, Or)):
-        return all(_cheap_probe(n) for n in node.items)
+        return all(_cheap_probe(n, rtype) for n in node.items)
     if isinstance(node, Not):
-        return _cheap_probe(node.item)
+        return _cheap_probe(node.item, rtype)
     if isinstance(node, Chain):
-        return _cheap_probe(node.inner)
+        return _cheap_probe(node.inner, node.target_type)
+    if isinstance(node, Has):
+        return owned_has(node, rtype)
     return isinstance(node, (Row, Missing, IdIn, TypeIn, MatchAll, MatchNone))
 
 

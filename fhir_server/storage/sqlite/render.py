@@ -1,7 +1,8 @@
 """Rendering the lowered search tree to SQLite SQL, with bound parameters only (never a value in the SQL text).
 
 A ``Row`` becomes ``<alias>.rkey IN (SELECT rkey FROM idx_<family> WHERE pid = ? AND (…))``; OR-ed values of one
-parameter stay inside that one subquery; chains and ``_has`` nest the same form through ``idx_reference``.
+parameter stay inside that one subquery; chains and ``_has`` nest the same form through ``idx_reference``. A
+patient's ``_has`` of a code through ``patient`` probes the token rows' owners instead (:func:`owned_has`).
 Sort keys and keyset-cursor conditions are rendered here too, so everything that knows the index layout is in one
 module.
 """
@@ -29,7 +30,14 @@ from fhir_server.search.tree import (
     TextSearch,
     TypeIn,
 )
-from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS, FAMILY_INDEXES
+from fhir_server.storage.sqlite.schema import (
+    FAMILY_COLUMNS,
+    FAMILY_INDEXES,
+    OWNER_PARAM,
+    OWNER_TYPE,
+    ROW_EXTRA_COLUMNS,
+    UNKNOWN_OWNER,
+)
 
 # the parameter ids of (type, code); several for parameters bound on "Resource" (system-level search)
 PidOf = Callable[[str, str], tuple[int, ...]]
@@ -94,6 +102,10 @@ class SqlRenderer:
             select = self._key_select(node, rtype, args)
             return f"{alias}.rkey IN ({select})" if select else "0"
         if isinstance(node, Has):
+            if probe and owned_has(node, rtype):
+                return self._owner_probe(node, alias, args)
+            if owned_has(node, rtype):
+                return f"{alias}.rkey IN ({self._owned_select(node, args)})"
             if rtype is None or rtype == "Resource" or probe:
                 # system level (with or without _type): the reference must name the row's own type
                 select = self._has_select(node, None if rtype in (None, "Resource") else rtype, args,
@@ -236,6 +248,63 @@ class SqlRenderer:
             return f"SELECT 1 {join} AND {r}.target_id = {probe_of}.rid"
         return f"SELECT {r}.target_id {join}"
 
+    def _owner_probe(self, node: Has, alias: str, args: list[Any]) -> str:
+        """Whether patient ``alias`` owns a token row of ``node.inner`` (see :func:`owned_has`): per alternative one
+        index lookup on (pid, code, owner) for the patient's key, and one for rows of unknown owner, each confirmed
+        through its reference."""
+        inner = node.inner
+        assert isinstance(inner, Row)
+        exists = []
+        for alt in inner.alts:
+            mark = len(args)
+            owned = self._owned_rows(inner, alt, f"= {alias}.rkey", args)
+            unknown = self._owned_rows(inner, alt, f"= {UNKNOWN_OWNER}", args)
+            r = self._alias("r")
+            ref_sql = self._pid(node.ref_param, f"{r}.pid", args)
+            if owned is None or unknown is None or ref_sql is None:
+                del args[mark:]
+                continue
+            args.append(OWNER_TYPE)
+            t, rows = unknown
+            exists.append(f"EXISTS (SELECT 1 {owned[1]})")
+            exists.append(f"EXISTS (SELECT 1 {rows} AND EXISTS (SELECT 1 FROM idx_reference {r} WHERE {r}.rkey ="
+                          f" {t}.rkey AND {ref_sql} AND {r}.target_type = ? AND {r}.target_id = {alias}.rid))")
+        return "(" + " OR ".join(exists) + ")" if exists else "0"
+
+    def _owned_select(self, node: Has, args: list[Any]) -> str:
+        """The keys of the patients owning a token row of ``node.inner`` (see :func:`owned_has`): read off the
+        (pid, code, owner) index, plus the patients the rows of unknown owner point at."""
+        inner = node.inner
+        assert isinstance(inner, Row)
+        selects = []
+        for alt in inner.alts:
+            owned = self._owned_rows(inner, alt, "> 0", args)
+            if owned is None:
+                continue
+            selects.append(f"SELECT {owned[0]}.owner {owned[1]}")
+            unknown = Has(node.source_type, node.ref_param,
+                          Row(inner.param, (alt + (Cond("owner", "=", UNKNOWN_OWNER),),)))
+            args.append(OWNER_TYPE)
+            select = self._has_select(unknown, OWNER_TYPE, args)
+            if select is None:
+                args.pop()
+                continue
+            i = self._alias("i")
+            selects.append(f"SELECT {i}.rkey FROM resource_current {i} WHERE {i}.rtype = ? AND {i}.rid IN ({select})")
+        return " UNION ALL ".join(selects) if selects else "SELECT 1 WHERE 0"
+
+    def _owned_rows(self, inner: Row, alt: tuple[Cond, ...], owner: str,
+                    args: list[Any]) -> tuple[str, str] | None:
+        """(alias, ``FROM idx_token … WHERE …``) of the token rows of one alternative whose owner is ``owner``."""
+        t = self._alias("t")
+        mark = len(args)
+        pid_sql = self._pid(inner.param, f"{t}.pid", args)
+        if pid_sql is None:
+            del args[mark:]
+            return None
+        conds = [self._cond("token", c, args, table=t) for c in alt]
+        return t, f"FROM idx_token {t} WHERE {pid_sql} AND {' AND '.join(conds)} AND {t}.owner {owner}"
+
     def estimate(self, node: Node, rtype: str | None, args: list[Any]) -> str | None:
         """A SELECT with one row per index match of a top-level condition (see ``plan.py``), or None when the
         condition cannot drive a query. ``_has`` counts its source rows: an upper bound of the targets."""
@@ -245,12 +314,18 @@ class SqlRenderer:
             return self._row_select(node, args) or "SELECT 1 WHERE 0"
         if isinstance(node, Chain):
             return self._chain_select(node, args) or "SELECT 1 WHERE 0"
+        if isinstance(node, Has) and owned_has(node, rtype):
+            # the source rows with the code, without following each to its patient: still an upper bound
+            assert isinstance(node.inner, Row)
+            return self._row_select(node.inner, args) or "SELECT 1 WHERE 0"
         if isinstance(node, Has) and rtype not in (None, "Resource"):
             return self._has_select(node, rtype, args) or "SELECT 1 WHERE 0"
         return None
 
-    def _cond(self, family: str, cond: Cond, args: list[Any]) -> str:
+    def _cond(self, family: str, cond: Cond, args: list[Any], table: str | None = None) -> str:
         column = _column(family, cond.field)
+        if table is not None and family != "composite":
+            column = f"{table}.{column}"
         op = cond.op
         if op == "is-null":
             return f"{column} IS NULL"
@@ -288,6 +363,18 @@ class SqlRenderer:
                 f" AND {pid_sql}), {sentinel})")
 
 
+def owned_has(node: Node, rtype: str | None) -> bool:
+    """Whether ``node`` is a patient's ``_has`` through ``patient`` of a code (``Patient?_has:Observation:patient:
+    code=X``, with ``system|code``, ``:in`` expansions and the like): token rows carry the key of the patient they
+    belong to (``schema.py``), so probing one patient costs two index lookups per alternative instead of a walk over
+    its observations, and driving reads the patients off the index instead of following every matching row."""
+    if not (isinstance(node, Has) and rtype == OWNER_TYPE and node.ref_param.code == OWNER_PARAM):
+        return False
+    inner = node.inner
+    return (isinstance(inner, Row) and family_of(inner.param) == "token" and bool(inner.alts)
+            and all(any(c.field == "code" and c.op == "=" for c in alt) for alt in inner.alts))
+
+
 def _indexed(node: Row) -> bool:
     """Whether each alternative of the row constrains the first column of one of its family's indexes."""
     leads = {cols[1] for cols in FAMILY_INDEXES[family_of(node.param)] if len(cols) > 1}
@@ -316,7 +403,7 @@ def _column(family: str, field: str) -> str:
         if not index.isdigit() or not sub.isidentifier():
             raise ValueError(f"bad composite field {field!r}")
         return f"json_extract(parts, '$[{int(index)}].{sub}')"
-    if field not in FAMILY_COLUMNS[family]:
+    if field not in FAMILY_COLUMNS[family] and field not in ROW_EXTRA_COLUMNS.get(family, ()):
         raise ValueError(f"{family} rows have no field {field!r}")
     return field
 

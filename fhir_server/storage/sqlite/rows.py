@@ -18,8 +18,15 @@ from typing import Any
 
 from fhir_server.search import values
 from fhir_server.search.ranges import date_range
-from fhir_server.search.values import CompositeV, Value
-from fhir_server.storage.sqlite.schema import FAMILY_COLUMNS
+from fhir_server.search.values import CompositeV, ReferenceV, Value
+from fhir_server.storage.sqlite.schema import (
+    FAMILY_COLUMNS,
+    OWNER_PARAM,
+    OWNER_TYPE,
+    ROW_EXTRA_COLUMNS,
+    UNKNOWN_OWNER,
+    owner_sql,
+)
 from resources import jsonio
 from resources.canonical import unstamped
 
@@ -30,7 +37,8 @@ FAMILY_OF_VALUE: dict[type, str] = {cls: family for family, cls in values.FAMILY
 
 @dataclass(frozen=True, slots=True)
 class IndexRows:
-    """The index rows of ``rtype/rid`` (``(pid, *columns)`` per family) and its ``_text``/``_content`` texts."""
+    """The index rows of ``rtype/rid`` (``(pid, *value columns, *extra columns)`` per family, see
+    ``schema.ROW_EXTRA_COLUMNS``) and its ``_text``/``_content`` texts."""
 
     rtype: str
     rid: str
@@ -75,10 +83,15 @@ def _builders() -> dict[type, Callable[[Any], Row]]:
 
 _BUILD = _builders()
 _ROW_OF_CLASS = {cls: (FAMILY_OF_VALUE[cls], build) for cls, build in _BUILD.items()}
-INSERT = {
-    family: f"INSERT INTO idx_{family} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    for family, cols in ((f, ("pid", *c, "rkey")) for f, c in FAMILY_COLUMNS.items())
-}
+
+
+def _insert(family: str) -> str:
+    columns = ("pid", *FAMILY_COLUMNS[family], *ROW_EXTRA_COLUMNS.get(family, ()), "rkey")
+    values = [owner_sql(f"?{i}") if column == "owner" else f"?{i}" for i, column in enumerate(columns, start=1)]
+    return f"INSERT INTO idx_{family} ({', '.join(columns)}) VALUES ({', '.join(values)})"
+
+
+INSERT = {family: _insert(family) for family in FAMILY_COLUMNS}
 
 
 def index_rows(pids: Mapping[tuple[str, str], int], rtype: str, rid: str, resource: dict[str, Any]) -> IndexRows:
@@ -90,10 +103,14 @@ def index_rows(pids: Mapping[tuple[str, str], int], rtype: str, rid: str, resour
     row_of = _ROW_OF_CLASS
     # rows per family, families in order of first appearance
     rows: dict[str, list[Row]] = {}
+    owners: set[str] = set()
     for code, value in extract(resource):
         pid = pids.get((rtype, code))
         if pid is None:
             continue
+        if code == OWNER_PARAM and value.__class__ is ReferenceV and value.target_type == OWNER_TYPE \
+                and value.target_id is not None:
+            owners.add(value.target_id)
         family, build = row_of[value.__class__]
         row = (pid,) + build(value)
         bucket = rows.get(family)
@@ -101,6 +118,11 @@ def index_rows(pids: Mapping[tuple[str, str], int], rtype: str, rid: str, resour
             rows[family] = [row]
         else:
             bucket.append(row)
+    tokens = rows.get("token")
+    if tokens is not None:
+        # the patient's id: the row gets its key as it is inserted (schema.owner_sql)
+        owner = None if not owners else next(iter(owners)) if len(owners) == 1 else UNKNOWN_OWNER
+        rows["token"] = [row + (owner,) for row in tokens]
     narrative, content = text_content(resource)
     return IndexRows(rtype, rid, tuple(rows.items()), narrative, content)
 

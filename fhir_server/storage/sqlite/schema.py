@@ -4,6 +4,11 @@ Resources: every version in ``resource_version``; ``resource_current`` maps (typ
 gives each resource a small integer key (``rkey``) that the search index refers to. The search index keeps one table
 per value family (string, token, reference, date, number, quantity, uri, composite), each row keyed by the
 parameter (``pid``, from ``search_param``) and the resource; a parameter becomes an ``IN`` over its family table.
+
+Token rows also carry their resource's *owner*: the key (``rkey``) of the patient it points at through its
+``patient`` parameter, so that ``Patient?_has:Observation:patient:code=X`` can ask "does this patient have an
+observation with code X" with one index lookup (``(pid, code, owner)``) instead of walking every observation of the
+patient, or every observation with the code.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sqlite3
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 3: each family's key index covers the columns a per-row probe reads
+SCHEMA_VERSION = 4  # 3: each family's key index covers the columns a per-row probe reads; 4: token owners
 
 FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
     "string": ("norm", "exact"),
@@ -26,9 +31,13 @@ FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
     "composite": ("parts",),
 }
 
+# Columns a family's rows carry besides their value's (rows.py appends them after the value's columns)
+ROW_EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"token": ("owner",)}
+
 FAMILY_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "string": (("pid", "norm"),),
-    "token": (("pid", "code", "system"),),
+    # owner before system: a code alone (no system) still seeks to one patient's rows
+    "token": (("pid", "code", "owner", "system"),),
     "reference": (("pid", "target_id", "target_type"), ("target_id", "target_type"), ("pid", "url")),
     "date": (("pid", "lo"), ("pid", "hi")),
     "number": (("pid", "value"),),
@@ -46,6 +55,43 @@ FAMILY_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The parameter whose reference makes a resource's owner, and the type it must point at.
+OWNER_PARAM = "patient"
+OWNER_TYPE = "Patient"
+# The owner of a resource that points at several patients, or at one that did not exist yet when the resource was
+# written (no patient at all: NULL). Searches confirm these through the reference itself; a later write of the
+# resource resolves them.
+UNKNOWN_OWNER = -1
+
+
+def owner_sql(param: str) -> str:
+    """The owner column's value for the bound parameter ``param`` (``?5``): rows.py gives a patient's id, which
+    becomes its key as the row is inserted (after every resource of the write unit has its key), or the owner
+    itself (NULL, :data:`UNKNOWN_OWNER`)."""
+    return (f"CASE WHEN typeof({param}) = 'text' THEN COALESCE((SELECT o.rkey FROM resource_current o"
+            f" WHERE o.rtype = '{OWNER_TYPE}' AND o.rid = {param}), {UNKNOWN_OWNER}) ELSE {param} END")
+
+
+def _table_columns(family: str) -> tuple[str, ...]:
+    return FAMILY_COLUMNS[family] + ROW_EXTRA_COLUMNS.get(family, ())
+
+
+# Declared types: a value column has none (it holds what its value class gives), but ``owner`` is compared with a
+# patient's ``rkey``, and SQLite uses an index for ``owner = c.rkey`` only if the column has integer affinity too.
+_COLUMN_TYPES = {"owner": " INTEGER"}
+
+
+def _table_ddl(family: str, name: str | None = None) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {name or f'idx_{family}'} (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, "
+            + ", ".join(c + _COLUMN_TYPES.get(c, "") for c in _table_columns(family)) + ")")
+
+
+def _value_indexes_ddl(family: str) -> list[str]:
+    table = f"idx_{family}"
+    return [f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(cols)} ON {table} ({', '.join(cols)}, rkey)"
+            for cols in FAMILY_INDEXES[family]]
+
+
 def _key_index_ddl(family: str) -> str:
     return (f"CREATE INDEX IF NOT EXISTS idx_{family}_by_rkey ON idx_{family} "
             f"({', '.join(('rkey', 'pid') + FAMILY_KEY_COLUMNS[family])})")
@@ -53,12 +99,9 @@ def _key_index_ddl(family: str) -> str:
 
 def _index_ddl() -> str:
     out = []
-    for family, columns in FAMILY_COLUMNS.items():
-        table = f"idx_{family}"
-        out.append(f"CREATE TABLE IF NOT EXISTS {table} (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, "
-                   + ", ".join(columns) + ");")
-        for cols in FAMILY_INDEXES[family]:
-            out.append(f"CREATE INDEX IF NOT EXISTS {table}_{'_'.join(cols)} ON {table} ({', '.join(cols)}, rkey);")
+    for family in FAMILY_COLUMNS:
+        out.append(_table_ddl(family) + ";")
+        out.extend(ddl + ";" for ddl in _value_indexes_ddl(family))
         out.append(_key_index_ddl(family) + ";")
     return "\n".join(out)
 
@@ -147,6 +190,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         pass
     if row is not None and int(row[0]) == 2:
         _migrate_2_to_3(conn)
+        row = (3,)
+    if row is not None and int(row[0]) == 3:
+        _migrate_3_to_4(conn)
     elif row is not None and int(row[0]) != SCHEMA_VERSION:
         raise RuntimeError(
             f"the store was written with schema version {row[0]}; this Aegis uses {SCHEMA_VERSION}. "
@@ -168,6 +214,39 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
         for family in FAMILY_COLUMNS:
             conn.execute(f"DROP INDEX IF EXISTS idx_{family}_rkey")
             conn.execute(_key_index_ddl(family))
+        conn.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Version 3's token rows had no owner: copy them into a table that has, with the owner each resource gets from
+    its ``patient`` references, and index it (one transaction; a crash leaves the store at version 3). A copy
+    rather than an ``UPDATE``: every row grows, and rows rewritten in place would split nearly every page."""
+    log.warning("migrating the SQLite store to schema version 4: token rows get their patient "
+                "(about 4 minutes for a 19 GiB store)")
+    owner_pids = [pid for (pid,) in conn.execute("SELECT pid FROM search_param WHERE code = ?", (OWNER_PARAM,))]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TEMP TABLE owner_of (rkey INTEGER PRIMARY KEY, owner INTEGER NOT NULL)")
+        conn.execute(
+            f"INSERT INTO owner_of SELECT g.rkey, CASE WHEN g.patients > 1 THEN {UNKNOWN_OWNER} ELSE COALESCE("
+            f"(SELECT o.rkey FROM resource_current o WHERE o.rtype = ? AND o.rid = g.patient), {UNKNOWN_OWNER}) END"
+            f" FROM (SELECT rkey, COUNT(DISTINCT target_id) AS patients, MIN(target_id) AS patient"
+            f" FROM idx_reference WHERE pid IN ({','.join('?' * len(owner_pids))}) AND target_type = ?"
+            f" AND target_id IS NOT NULL GROUP BY rkey) g", (OWNER_TYPE, *owner_pids, OWNER_TYPE))
+        conn.execute(_table_ddl("token", "idx_token_v4"))
+        columns = ("pid", "rkey") + FAMILY_COLUMNS["token"]
+        conn.execute(f"INSERT INTO idx_token_v4 ({', '.join(columns)}, owner)"
+                     f" SELECT {', '.join(f't.{c}' for c in columns)}, o.owner"
+                     f" FROM idx_token t LEFT JOIN owner_of o ON o.rkey = t.rkey ORDER BY t.rowid")
+        conn.execute("DROP TABLE idx_token")
+        conn.execute("ALTER TABLE idx_token_v4 RENAME TO idx_token")
+        for ddl in (*_value_indexes_ddl("token"), _key_index_ddl("token")):
+            conn.execute(ddl)
+        conn.execute("DROP TABLE temp.owner_of")
         conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
     except BaseException:

@@ -227,7 +227,7 @@ def _probe_clause(rtype: str, tree: Node, args: list[Any], renderer: SqlRenderer
 def _plan(conn: sqlite3.Connection, rtype: str | None, tree: Node, pid_of: PidOf, limits: PlanLimits) -> Plan:
     if rtype is None or rtype == "Resource":
         return static_plan(tree)
-    return choose(conn, tree, lambda node, args: SqlRenderer(pid_of).estimate(node, rtype, args), limits)
+    return choose(conn, tree, lambda node, args: SqlRenderer(pid_of).estimate(node, rtype, args), limits, rtype)
 
 
 def _count(conn: sqlite3.Connection, rtype: str | None, tree: Node, pid_of: PidOf, limits: PlanLimits) -> int:
