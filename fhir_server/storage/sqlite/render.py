@@ -251,24 +251,27 @@ class SqlRenderer:
     def _owner_probe(self, node: Has, alias: str, args: list[Any]) -> str:
         """Whether patient ``alias`` owns a token row of ``node.inner`` (see :func:`owned_has`): per alternative one
         index lookup on (pid, code, owner) for the patient's key, and one for rows of unknown owner, each confirmed
-        through its reference."""
+        through its reference. Whether rows of unknown owner exist at all is asked first, without the patient: SQLite
+        answers that once per query, so when there are none (the usual case) a probe is the one lookup."""
         inner = node.inner
         assert isinstance(inner, Row)
         exists = []
         for alt in inner.alts:
             mark = len(args)
             owned = self._owned_rows(inner, alt, f"= {alias}.rkey", args)
+            any_unknown = self._owned_rows(inner, alt, f"= {UNKNOWN_OWNER}", args)
             unknown = self._owned_rows(inner, alt, f"= {UNKNOWN_OWNER}", args)
             r = self._alias("r")
             ref_sql = self._pid(node.ref_param, f"{r}.pid", args)
-            if owned is None or unknown is None or ref_sql is None:
+            if owned is None or any_unknown is None or unknown is None or ref_sql is None:
                 del args[mark:]
                 continue
             args.append(OWNER_TYPE)
             t, rows = unknown
             exists.append(f"EXISTS (SELECT 1 {owned[1]})")
-            exists.append(f"EXISTS (SELECT 1 {rows} AND EXISTS (SELECT 1 FROM idx_reference {r} WHERE {r}.rkey ="
-                          f" {t}.rkey AND {ref_sql} AND {r}.target_type = ? AND {r}.target_id = {alias}.rid))")
+            exists.append(f"(EXISTS (SELECT 1 {any_unknown[1]}) AND EXISTS (SELECT 1 {rows} AND EXISTS (SELECT 1"
+                          f" FROM idx_reference {r} WHERE {r}.rkey = {t}.rkey AND {ref_sql} AND {r}.target_type = ?"
+                          f" AND {r}.target_id = {alias}.rid)))")
         return "(" + " OR ".join(exists) + ")" if exists else "0"
 
     def _owned_select(self, node: Has, args: list[Any]) -> str:
