@@ -200,9 +200,9 @@ def test_a_resource_written_before_its_patient_is_found_through_its_reference(tm
     conn = sqlite3.connect(db)
     assert _owners(conn)[("Observation", "o1")] == {"p1"}
     conn.close()
-    # in one unit the rows are inserted when the unit ends, after the patient has its key
+    # in one unit: the patient's key once the patient is written, even in the same unit
     db2 = tmp_path / "one-unit.db"
-    asyncio.run(_write_all(db2, observations + [r for r in OWNED if r not in observations]))
+    asyncio.run(_write_all(db2, [r for r in OWNED if r not in observations] + observations))
     conn = sqlite3.connect(db2)
     assert _owners(conn)[("Observation", "o1")] == {"p1"}
     conn.close()

@@ -25,7 +25,6 @@ from fhir_server.storage.sqlite.schema import (
     OWNER_TYPE,
     ROW_EXTRA_COLUMNS,
     UNKNOWN_OWNER,
-    owner_sql,
 )
 from resources import jsonio
 from resources.canonical import unstamped
@@ -37,14 +36,16 @@ FAMILY_OF_VALUE: dict[type, str] = {cls: family for family, cls in values.FAMILY
 
 @dataclass(frozen=True, slots=True)
 class IndexRows:
-    """The index rows of ``rtype/rid`` (``(pid, *value columns, *extra columns)`` per family, see
-    ``schema.ROW_EXTRA_COLUMNS``) and its ``_text``/``_content`` texts."""
+    """The index rows of ``rtype/rid`` (``(pid, *value columns)`` per family) and its ``_text``/``_content``
+    texts; ``owner`` is the id of the patient it points at through ``patient`` (or ``UNKNOWN_OWNER`` for several,
+    None for none), which the writer turns into the patient's key for the token rows (``schema.ROW_EXTRA_COLUMNS``)."""
 
     rtype: str
     rid: str
     families: tuple[tuple[str, list[Row]], ...]
     narrative: str
     content: str
+    owner: str | int | None = None
 
 
 def value_row(value: Value) -> Row:
@@ -85,13 +86,10 @@ _BUILD = _builders()
 _ROW_OF_CLASS = {cls: (FAMILY_OF_VALUE[cls], build) for cls, build in _BUILD.items()}
 
 
-def _insert(family: str) -> str:
-    columns = ("pid", *FAMILY_COLUMNS[family], *ROW_EXTRA_COLUMNS.get(family, ()), "rkey")
-    values = [owner_sql(f"?{i}") if column == "owner" else f"?{i}" for i, column in enumerate(columns, start=1)]
-    return f"INSERT INTO idx_{family} ({', '.join(columns)}) VALUES ({', '.join(values)})"
-
-
-INSERT = {family: _insert(family) for family in FAMILY_COLUMNS}
+INSERT = {
+    family: f"INSERT INTO idx_{family} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    for family, cols in ((f, ("pid", *c, *ROW_EXTRA_COLUMNS.get(f, ()), "rkey")) for f, c in FAMILY_COLUMNS.items())
+}
 
 
 def index_rows(pids: Mapping[tuple[str, str], int], rtype: str, rid: str, resource: dict[str, Any]) -> IndexRows:
@@ -118,13 +116,9 @@ def index_rows(pids: Mapping[tuple[str, str], int], rtype: str, rid: str, resour
             rows[family] = [row]
         else:
             bucket.append(row)
-    tokens = rows.get("token")
-    if tokens is not None:
-        # the patient's id: the row gets its key as it is inserted (schema.owner_sql)
-        owner = None if not owners else next(iter(owners)) if len(owners) == 1 else UNKNOWN_OWNER
-        rows["token"] = [row + (owner,) for row in tokens]
+    owner = None if not owners else next(iter(owners)) if len(owners) == 1 else UNKNOWN_OWNER
     narrative, content = text_content(resource)
-    return IndexRows(rtype, rid, tuple(rows.items()), narrative, content)
+    return IndexRows(rtype, rid, tuple(rows.items()), narrative, content, owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +154,14 @@ class PendingRows:
     def __bool__(self) -> bool:
         return bool(self._texts)
 
-    def add(self, rkey: int, rows: IndexRows, extra: list[tuple[str, Row]]) -> None:
-        """``rows`` (and ``extra`` single rows) as the index of resource ``rkey``."""
+    def add(self, rkey: int, rows: IndexRows, extra: list[tuple[str, Row]], owner: int | None = None) -> None:
+        """``rows`` (and ``extra`` single rows) as the index of resource ``rkey``, whose token rows get ``owner``
+        (the key of its patient, ``UNKNOWN_OWNER`` or None)."""
         families = self._families
         key = (rkey,)
+        owned = (owner, rkey)
         for family, family_rows in rows.families:
-            keyed = [row + key for row in family_rows]
+            keyed = [row + owned for row in family_rows] if family == "token" else [row + key for row in family_rows]
             bucket = families.get(family)
             if bucket is None:
                 families[family] = keyed

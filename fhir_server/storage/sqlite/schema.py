@@ -60,16 +60,8 @@ OWNER_PARAM = "patient"
 OWNER_TYPE = "Patient"
 # The owner of a resource that points at several patients, or at one that did not exist yet when the resource was
 # written (no patient at all: NULL). Searches confirm these through the reference itself; a later write of the
-# resource resolves them.
+# resource resolves them. (The store resolves a patient's key as the resource is written: store.py.)
 UNKNOWN_OWNER = -1
-
-
-def owner_sql(param: str) -> str:
-    """The owner column's value for the bound parameter ``param`` (``?5``): rows.py gives a patient's id, which
-    becomes its key as the row is inserted (after every resource of the write unit has its key), or the owner
-    itself (NULL, :data:`UNKNOWN_OWNER`)."""
-    return (f"CASE WHEN typeof({param}) = 'text' THEN COALESCE((SELECT o.rkey FROM resource_current o"
-            f" WHERE o.rtype = '{OWNER_TYPE}' AND o.rid = {param}), {UNKNOWN_OWNER}) ELSE {param} END")
 
 
 def _table_columns(family: str) -> tuple[str, ...]:

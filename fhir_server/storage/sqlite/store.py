@@ -373,6 +373,19 @@ class _Tx(_Reads, WriteTx):
         self._pids = store._pids
         self._limits = store._limits
         self._pending = PendingRows()
+        self._owner_keys: dict[str, int] = {}  # patient id -> key, as found in this unit
+
+    def _owner_key(self, patient_id: str) -> int:
+        """The key of the patient a resource points at (its token rows' owner; schema.py), or UNKNOWN_OWNER when
+        that patient has not been written (before this resource, in this unit or earlier)."""
+        key = self._owner_keys.get(patient_id)
+        if key is None:
+            row = self._conn.execute("SELECT rkey FROM resource_current WHERE rtype = ? AND rid = ?",
+                                     (schema.OWNER_TYPE, patient_id)).fetchone()
+            if row is None:
+                return schema.UNKNOWN_OWNER  # not remembered: the patient may be written later in this unit
+            key = self._owner_keys[patient_id] = row[0]
+        return key
 
     def finish(self) -> None:
         if self._pending:
@@ -421,7 +434,10 @@ class _Tx(_Reads, WriteTx):
                 index = prepared  # built ahead of the unit from exactly this resource (fhir_server.prepare)
             else:
                 index = index_rows(self._pids, rtype, rid, final)
-            self._pending.add(rkey, index, last_updated_rows(self._pids, rtype, last_updated))
+            owner = index.owner
+            if isinstance(owner, str):
+                owner = self._owner_key(owner)
+            self._pending.add(rkey, index, last_updated_rows(self._pids, rtype, last_updated), owner)
         op = "delete" if deleted else "create" if not prev or prev[0][2] else "update"
         conn.execute(
             "INSERT INTO outbox (version_seq, rtype, rid, vid, op, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
