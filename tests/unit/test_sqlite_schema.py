@@ -32,20 +32,34 @@ OBSERVATION = {
 }
 
 
-async def _write_and_search(path: Path, query: str, *, write: bool) -> list[str]:
+async def _write_all(path: Path, resources: list[dict[str, Any]]) -> None:
     store = SqliteStore(str(path))
     await store.open()
     try:
-        if write:
-            async def unit(tx: WriteTx) -> None:
-                await tx.put("Observation", "o1", OBSERVATION, method="PUT")
-            await store.transact(unit)
+        async def unit(tx: WriteTx) -> None:
+            for res in resources:
+                await tx.put(res["resourceType"], res["id"], res, method="PUT")
+        await store.transact(unit)
+    finally:
+        await store.close()
+
+
+async def _search(path: Path, query: str) -> list[str]:
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
         rtype, _, qs = query.partition("?")
         tree = await prepare(bind(rtype, parse_request(parse_qsl(qs)), strict=True).tree, rtype, store)
         page = await store.search(SearchQuery(rtype, tree, (), count=10))
-        return [v.rid for v in page.versions]
+        return sorted(v.rid for v in page.versions)
     finally:
         await store.close()
+
+
+async def _write_and_search(path: Path, query: str, *, write: bool) -> list[str]:
+    if write:
+        await _write_all(path, [OBSERVATION])
+    return await _search(path, query)
 
 
 def _key_indexes(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -110,30 +124,6 @@ OWNED = [
     {"resourceType": "Appointment", "id": "a2", "status": "proposed",
      "participant": [{"actor": {"reference": "Patient/p3"}, "status": "accepted"}]},
 ]
-
-
-async def _write_all(path: Path, resources: list[dict[str, Any]]) -> None:
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        async def unit(tx: WriteTx) -> None:
-            for res in resources:
-                await tx.put(res["resourceType"], res["id"], res, method="PUT")
-        await store.transact(unit)
-    finally:
-        await store.close()
-
-
-async def _search(path: Path, query: str) -> list[str]:
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        rtype, _, qs = query.partition("?")
-        tree = await prepare(bind(rtype, parse_request(parse_qsl(qs)), strict=True).tree, rtype, store)
-        page = await store.search(SearchQuery(rtype, tree, (), count=10))
-        return sorted(v.rid for v in page.versions)
-    finally:
-        await store.close()
 
 
 def _owners(conn: sqlite3.Connection) -> dict[tuple[str, str], set[str | int | None]]:

@@ -9,7 +9,7 @@ a few dozen microseconds each (:class:`PlanLimits`) — and
 - when every condition is broad (each has at least ``cap`` rows), each is cheap to probe (a few index lookups per
   row: parameter values, ids, types, chains through the row's own references — not ``_has``, whose probe fans out
   through every reference to the row, unless it is a patient's ``_has`` of a code, which the token rows' owners
-  answer in two lookups) and the
+  answer in a lookup or two) and the
   results are in key order, walking the type's rows in key order and probing each finds a page after a bounded
   number of rows whatever the data size, so the store first tries that over a few growing *windows* of keys, and
   only if they do not fill the page does the cheapest condition drive the rest.

@@ -102,9 +102,9 @@ class SqlRenderer:
             select = self._key_select(node, rtype, args)
             return f"{alias}.rkey IN ({select})" if select else "0"
         if isinstance(node, Has):
-            if probe and owned_has(node, rtype):
-                return self._owner_probe(node, alias, args)
             if owned_has(node, rtype):
+                if probe:
+                    return self._owner_probe(node, alias, args)
                 return f"{alias}.rkey IN ({self._owned_select(node, args)})"
             if rtype is None or rtype == "Resource" or probe:
                 # system level (with or without _type): the reference must name the row's own type
