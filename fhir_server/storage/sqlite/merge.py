@@ -3,8 +3,9 @@
 Driving a chain by key first collects every row that refers to any matching target, then sorts them for the page:
 at 10,000 patients a common family name has ~100 patients and ~30,000 observations, all read to return 50. Yet the
 reference index (``pid, target_id, target_type, rkey``) already lists each target's referring rows in key order, so
-the first page is a k-way merge of those lists, each read a page at a time: about (targets × page) index entries,
-whatever the number of matches. The merged keys are only candidates; each batch is checked with the search's full
+the first page is a k-way merge of those lists. One statement lists the targets with each one's first key; a
+target's list is read (a page at a time) only when the merge reaches its first key. That is one index seek per target
+plus the page's own entries, whatever the number of matches. The merged keys are only candidates; each batch is checked with the search's full
 condition (probed per row, as in the windowed walk), so the rows are exactly those of the other plans.
 
 Used when the chain's targets are few enough to list (:attr:`PlanLimits.merge_targets`); otherwise, or for a chain
@@ -32,43 +33,67 @@ def chain_candidates(conn: sqlite3.Connection, node: Node, pid_of: PidOf, limits
     chains = [node] if isinstance(node, Chain) else list(node.items) if isinstance(node, Or) else []
     if not chains or not all(isinstance(c, Chain) for c in chains):
         return None
-    targets: list[tuple[int, str, str]] = []  # (pid, target type, target id)
+    step, order = ("<", "DESC") if backwards else (">", "ASC")
+    after = f" AND r.rkey {step} ?" if edge is not None else ""
+    targets: list[tuple[int, str, str, int]] = []  # (pid, target type, target id, its first referring key)
+    listed = 0
     for chain in chains:
         assert isinstance(chain, Chain)
         pids = pid_of(chain.param.rtype, chain.param.code)
         if len(pids) != 1:
             return None
-        args: list[Any] = [chain.target_type]
+        # each target with its first referring key, found in the same statement: one seek per target in SQLite
+        # rather than a statement each
+        first_key = (f"(SELECT r.rkey FROM idx_reference r WHERE r.pid = ? AND r.target_id = t.rid"
+                     f" AND r.target_type = ?{after} ORDER BY r.rkey {order} LIMIT 1)")
+        args: list[Any] = [pids[0], chain.target_type, *([edge] if edge is not None else []), chain.target_type]
         inner = SqlRenderer(pid_of).where(chain.inner, "t", chain.target_type, args)
-        args.append(limits.merge_targets + 1 - len(targets))
-        found = conn.execute(f"SELECT t.rid FROM resource_current t WHERE t.rtype = ? AND t.deleted = 0 AND {inner}"
-                             " LIMIT ?", args).fetchall()
-        targets += [(pids[0], chain.target_type, rid) for (rid,) in found]
-        if len(targets) > limits.merge_targets:
+        args.append(limits.merge_targets + 1 - listed)
+        found = conn.execute(f"SELECT t.rid, {first_key} FROM resource_current t WHERE t.rtype = ? AND t.deleted = 0"
+                             f" AND {inner} LIMIT ?", args).fetchall()
+        listed += len(found)
+        if listed > limits.merge_targets:
             return None
-    # each target's first read: about its share of the page (twice), later reads twice the previous one
-    first = min(chunk, max(8, -(-2 * chunk // max(1, len(targets)))))
-    streams = [_referring(conn, pid, ttype, rid, backwards, edge, first, chunk) for pid, ttype, rid in targets]
-    return _distinct(heapq.merge(*streams, reverse=backwards))
+        targets += [(pids[0], chain.target_type, rid, key) for rid, key in found if key is not None]
+    return _distinct(_merged(conn, targets, backwards, chunk))
+
+
+def _merged(conn: sqlite3.Connection, targets: list[tuple[int, str, str, int]], backwards: bool,
+            chunk: int) -> Iterator[int]:
+    """The targets' referring keys in one order. A target's list is read only when its first key comes up: the
+    rows of one patient are mostly written together, so a page usually draws on a few of a name's ~100 patients."""
+    sign = -1 if backwards else 1
+    # (signed next key, target index, the rest of its list: None until opened); indexes are unique, so the
+    # iterators are never compared
+    heap: list[tuple[int, int, Iterator[int] | None]] = [
+        (sign * key, i, None) for i, (_, _, _, key) in enumerate(targets)]
+    heapq.heapify(heap)
+    while heap:
+        signed, i, rest = heap[0]
+        yield sign * signed
+        if rest is None:
+            pid, target_type, target_id, _ = targets[i]
+            rest = _referring(conn, pid, target_type, target_id, backwards, sign * signed, chunk)
+        following = next(rest, None)
+        if following is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (sign * following, i, rest))
 
 
 def _referring(conn: sqlite3.Connection, pid: int, target_type: str, target_id: str, backwards: bool,
-               edge: int | None, first: int, most: int) -> Iterator[int]:
-    """The keys of the rows whose ``pid`` reference points at the target, in order: ``first`` of them, then reads
-    twice as large, up to ``most`` at a time."""
+               after: int, chunk: int) -> Iterator[int]:
+    """The keys of the rows whose ``pid`` reference points at the target, in order after ``after``, ``chunk`` at a
+    time."""
     step, order = ("<", "DESC") if backwards else (">", "ASC")
-    after = edge
-    chunk = first
+    sql = (f"SELECT rkey FROM idx_reference WHERE pid = ? AND target_id = ? AND target_type = ? AND rkey {step} ?"
+           f" ORDER BY rkey {order} LIMIT ?")
     while True:
-        sql = ("SELECT rkey FROM idx_reference WHERE pid = ? AND target_id = ? AND target_type = ?"
-               + (f" AND rkey {step} ?" if after is not None else "") + f" ORDER BY rkey {order} LIMIT ?")
-        args = [pid, target_id, target_type, *([after] if after is not None else []), chunk]
-        keys = [row[0] for row in conn.execute(sql, args)]
+        keys = [row[0] for row in conn.execute(sql, (pid, target_id, target_type, after, chunk))]
         yield from keys
         if len(keys) < chunk:
             return
         after = keys[-1]
-        chunk = min(2 * chunk, most)
 
 
 def _distinct(keys: Iterator[int]) -> Iterator[int]:
