@@ -89,14 +89,17 @@ MANY_TARGET_QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("windows", [(), (3,)])
+@pytest.mark.parametrize(("windows", "merge_first"), [
+    ((), 0),  # no windows: the chain drives at once
+    ((3,), 0),  # a window first; the merge takes over after the walked rows (those before its edge must not return)
+    ((3,), 100),  # the merge before any window
+])
 @pytest.mark.parametrize("merge_targets", [0, 3, 4, 100])
 def test_chain_merges_over_many_targets(loop: asyncio.AbstractEventLoop, merge_targets: int,
-                                        windows: tuple[int, ...]) -> None:
+                                        windows: tuple[int, ...], merge_first: int) -> None:
     """Chains with several targets, paged by 2 both ways, whether the targets are merged (up to ``merge_targets``)
-    or the chain drives by key; with a window, the merge takes over after the walked rows (the rows before its edge
-    must not come back)."""
-    limits = PlanLimits(cap=2, selective=0, windows=windows, merge_targets=merge_targets)
+    or the chain drives by key."""
+    limits = PlanLimits(cap=2, selective=0, windows=windows, merge_targets=merge_targets, merge_first=merge_first)
 
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:

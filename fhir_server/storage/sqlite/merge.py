@@ -9,7 +9,8 @@ plus the page's own entries, whatever the number of matches. The merged keys are
 condition (probed per row, as in the windowed walk), so the rows are exactly those of the other plans.
 
 Used when the chain's targets are few enough to list (:attr:`PlanLimits.merge_targets`); otherwise, or for a chain
-through a parameter of several types, the caller drives as before.
+through a parameter of several types, the caller drives as before. A broad chain with few targets
+(:attr:`PlanLimits.merge_first`) merges before any window is walked: a seek per target costs less than a window.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fhir_server.search.tree import Chain, Node, Or
-from fhir_server.storage.sqlite.plan import PlanLimits
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer
 from resources import jsonio
 
 Select = Callable[..., list[tuple[Any, ...]]]
 
 
-def chain_candidates(conn: sqlite3.Connection, node: Node, pid_of: PidOf, limits: PlanLimits, *, backwards: bool,
+def chain_candidates(conn: sqlite3.Connection, node: Node, pid_of: PidOf, most_targets: int, *, backwards: bool,
                      edge: int | None, chunk: int) -> Iterator[int] | None:
     """Keys of the rows that refer to a target of ``node`` (a chain, or an OR of chains: an untyped chain), in key
-    order (descending ``backwards``) after ``edge``, without repeats; None when the merge does not apply."""
+    order (descending ``backwards``) after ``edge``, without repeats; None when the merge does not apply (not a
+    chain, or more than ``most_targets`` targets)."""
     chains = [node] if isinstance(node, Chain) else list(node.items) if isinstance(node, Or) else []
     if not chains or not all(isinstance(c, Chain) for c in chains):
         return None
@@ -43,11 +44,11 @@ def chain_candidates(conn: sqlite3.Connection, node: Node, pid_of: PidOf, limits
             return None
         args: list[Any] = [chain.target_type]
         inner = SqlRenderer(pid_of).where(chain.inner, "t", chain.target_type, args)
-        args.append(limits.merge_targets + 1 - count)
+        args.append(most_targets + 1 - count)
         found = conn.execute(f"SELECT t.rid FROM resource_current t WHERE t.rtype = ? AND t.deleted = 0 AND {inner}"
                              " LIMIT ?", args).fetchall()
         count += len(found)
-        if count > limits.merge_targets:
+        if count > most_targets:
             return None
         listed.append((pids[0], chain.target_type, [rid for (rid,) in found]))
     # each target's first referring key: one statement a chain, a seek per target inside SQLite (a statement per

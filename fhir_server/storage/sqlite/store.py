@@ -280,28 +280,40 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
     driven_where = where_clause(query.rtype, query.tree, driven_args, renderer, plan)
     step = "<" if backwards else ">"
 
+    def merged(edge: int | None, wanted: int, most_targets: int) -> list[tuple[Any, ...]] | None:
+        """Rows after key ``edge`` (before, backwards) as a merge of the driving chain's targets' referring rows
+        (merge.py); None when the driving condition is not a chain of at most ``most_targets`` targets."""
+        if sort_exprs or query.rtype is None or not plan.driven or (plan.estimates[0] or 0) < limits.selective:
+            return None
+        first = plan.tree.items[0] if isinstance(plan.tree, And) else plan.tree
+        candidates = chain_candidates(conn, first, pid_of, most_targets, backwards=backwards, edge=edge, chunk=limit)
+        if candidates is None:
+            return None
+        probe_args: list[Any] = []
+        probe_where = _probe_clause(query.rtype, query.tree, probe_args, renderer)
+        return verified(candidates, select, probe_where, probe_args, wanted)
+
     def drive(edge: int | None, wanted: int) -> list[tuple[Any, ...]]:
         """Rows after key ``edge`` (before, backwards) by the driving condition: a chain with few targets as a
-        merge of their referring rows (merge.py), anything else by key."""
-        first = plan.tree.items[0] if isinstance(plan.tree, And) else plan.tree
-        if not sort_exprs and query.rtype is not None and plan.driven \
-                and (plan.estimates[0] or 0) >= limits.selective:
-            candidates = chain_candidates(conn, first, pid_of, limits, backwards=backwards, edge=edge, chunk=limit)
-            if candidates is not None:
-                probe_args: list[Any] = []
-                probe_where = _probe_clause(query.rtype, query.tree, probe_args, renderer)
-                return verified(candidates, select, probe_where, probe_args, wanted)
+        merge of their referring rows, anything else by key."""
+        rows = merged(edge, wanted, limits.merge_targets)
+        if rows is not None:
+            return rows
         if edge is None:
             return select(driven_where, driven_args, rows_wanted=wanted)
         return select(driven_where, driven_args, f" AND c.rkey {step} ?", (edge,), wanted)
 
     rows: list[tuple[Any, ...]] = []
     if query.count > 0:
-        if plan.broad and not sort_exprs and query.rtype is not None:
+        edge = cast(int, cursor[-1]) if cursor is not None and not sort_exprs else None
+        early = merged(edge, limit, min(limits.merge_first, limits.merge_targets)) if plan.broad else None
+        if early is not None:
+            rows = early
+        elif plan.broad and not sort_exprs and query.rtype is not None:
             rows = _windowed(conn, query.rtype, query.tree, renderer, select, drive, cursor, backwards, limit,
                              limits.windows)
         else:
-            rows = drive(cast(int, cursor[-1]) if cursor is not None and not sort_exprs else None, limit)
+            rows = drive(edge, limit)
     more = len(rows) > query.count
     rows = rows[: query.count]
     if backwards:
