@@ -803,7 +803,7 @@ def _clients(text: str) -> list[int]:
     return levels
 
 
-def _shapes(text: str) -> list[str]:
+def shape_list(text: str) -> list[str]:
     """Comma-separated names; a trailing '*' selects by prefix (obs-patient*)."""
     chosen: list[str] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -825,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=bounded(float, 0.5, 600), default=5.0, help="measured seconds per shape "
                         "and level")
     parser.add_argument("--warmup", type=bounded(float, 0, 60), default=1.0, help="unmeasured seconds before each")
-    parser.add_argument("--shapes", type=_shapes, default=list(SHAPE_NAMES),
+    parser.add_argument("--shapes", type=shape_list, default=list(SHAPE_NAMES),
                         help="comma-separated shape names, 'prefix*' allowed; --list-shapes shows them")
     parser.add_argument("--list-shapes", action="store_true", help="print the shapes and exit")
     parser.add_argument("--page", type=bounded(int, 1, 1000), default=50, help="_count sent with each search")
