@@ -6,10 +6,11 @@ large answer), uvicorn and loopback; on a shared 2-core VM those figures move by
 request still goes through everything the server does for it — routing, parsing, planning, SQL, the Bundle and its
 serialisation — and nothing else, so the growth between two stores (``--baseline``) is the engine's own.
 
-Each shape's instances (at most ``--instances``) run ``--rounds`` times in turn after one untimed round that warms
-the caches; every answer is judged as ``search_load.py`` judges it (status, searchset, the number of matches the data
-calls for, includes, sort order). The store is opened as the server opens it, with authorization off; the tool only
-reads. Stop any server using the store while this runs: its work would be in the figures.
+Each shape's instances (at most ``--instances``) run ``--rounds`` times in turn (more for a shape with few
+instances, up to ``--min-requests`` timed requests) after one untimed round that warms the caches; every answer is
+judged as ``search_load.py`` judges it (status, searchset, the number of matches the data calls for, includes, sort
+order). The store is opened as the server opens it, with authorization off; the tool only reads. Stop any server
+using the store while this runs: its work would be in the figures.
 
 Example::
 
@@ -129,7 +130,9 @@ async def measure(client: AsgiClient, shape: Shape, samples: list[Any], manifest
         return result
     headers = [] if args.lenient else [("Prefer", "handling=strict")]
     clock = time.perf_counter_ns
-    for round_ in range(args.rounds + 1):
+    # shapes with one query (cohort-wide quantities) or a few get more passes: enough requests for a median
+    rounds = max(args.rounds, math.ceil(args.min_requests / len(instances)))
+    for round_ in range(rounds + 1):
         for instance in instances:
             start = clock()
             response = await client.send("GET", instance.path, headers=headers)
@@ -199,7 +202,8 @@ def summary(runs: list[ShapeRun]) -> list[str]:
 
 def reproduce_command(args: argparse.Namespace) -> str:
     argv = ["python", sys.argv[0], "--store", str(args.store), "--data", str(args.data), "--page", str(args.page),
-            "--samples", str(args.samples), "--instances", str(args.instances), "--rounds", str(args.rounds)]
+            "--samples", str(args.samples), "--instances", str(args.instances), "--rounds", str(args.rounds),
+            "--min-requests", str(args.min_requests)]
     if args.shapes != list(SHAPE_NAMES):
         argv += ["--shapes", ",".join(args.shapes)]
     if args.lenient:
@@ -291,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instances", type=bounded(int, 1, 10_000), default=100, help="distinct queries per shape")
     parser.add_argument("--rounds", type=bounded(int, 1, 1000), default=5,
                         help="timed passes over the instances (after one untimed pass)")
+    parser.add_argument("--min-requests", type=bounded(int, 1, 100_000), default=200,
+                        help="timed requests per shape at least (more passes when a shape has few instances)")
     parser.add_argument("--lenient", action="store_true", help="do not send Prefer: handling=strict")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process (and so the store) to one CPU")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON (for --baseline)")

@@ -37,7 +37,7 @@ def test_every_shape_runs_in_process_with_the_counts_the_data_calls_for(tmp_path
 
     figures = tmp_path / "figures.json"
     timed = _run(BENCH / "search_inprocess.py", "--store", store, "--data", data, "--rounds", "1",
-                 "--json", figures, "--record", tmp_path / "record.md")
+                 "--min-requests", "1", "--json", figures, "--record", tmp_path / "record.md")
     assert timed.returncode == 0, timed.stdout + timed.stderr
     rows = orjson.loads(figures.read_bytes())["rows"]
     names = [row["shape"] for row in rows]
@@ -52,6 +52,6 @@ def test_every_shape_runs_in_process_with_the_counts_the_data_calls_for(tmp_path
 
     # a baseline adds each shape's growth against it: the same store against itself stays near 1
     again = _run(BENCH / "search_inprocess.py", "--store", store, "--data", data, "--rounds", "1",
-                 "--shapes", "obs-patient,patient-name", "--baseline", figures)
+                 "--min-requests", "1", "--shapes", "obs-patient,patient-name", "--baseline", figures)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "p50 growth against the baseline ≤ 1.5×:" in again.stdout
