@@ -226,6 +226,8 @@ async def main_async(args: argparse.Namespace) -> int:
     manifest = orjson.loads((args.data / MANIFEST).read_bytes())
     baseline = load_baseline(args.baseline)
     facts = machine_facts(args.cpu)
+    if "client pinned to" in facts:  # loadclient's wording; here the one process is both client and server
+        facts["process pinned to"] = facts.pop("client pinned to")
     command = reproduce_command(args)
     data_line = (f"data: {args.data} ({manifest['patients']:,} patients, {manifest['total']:,} resources, seed "
                  f"{manifest['key']['seed']}), store: {args.store}")
