@@ -73,7 +73,7 @@ import orjson
 # Run as a script (python bench/http_load.py): bench/ is then sys.path[0], where the sibling modules are.
 from loadclient import (  # noqa: I001  (grouped by role, not alphabetically)
     MAX_COUNT, HttpError, Operation, OpResult, OpWorker, Response, SetupError, Target, bounded,
-    machine_facts, parse_target, run, run_operation, server_facts,
+    add_report_arguments, append_record, machine_facts, parse_target, run, run_operation, server_facts,
 )
 
 OPS = ("create", "read", "update", "transaction", "ping")
@@ -528,8 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server-pid", type=int, action="append", default=[], help="server process id(s) whose CPU use to report"
     )
-    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
-    parser.add_argument("--label", default="", help="free text added to the recorded report (e.g. what changed)")
+    add_report_arguments(parser)
     return parser
 
 
@@ -565,11 +564,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[OpResult], str]:
     if found:
         print("\nNotes:\n" + "\n".join(found))
     if args.record is not None:
-        text = report(args, facts, server, results, aborted)
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        with args.record.open("a", encoding="utf-8") as out:
-            out.write(text + "\n")
-        print(f"\nrecorded in {args.record}")
+        append_record(args.record, [report(args, facts, server, results, aborted)])
     return results, aborted
 
 

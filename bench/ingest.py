@@ -33,7 +33,7 @@ import orjson
 from datagen import MANIFEST, SHARED_FILE
 from loadclient import (  # noqa: I001
     HttpError, Operation, OpResult, OpWorker, Response, SetupError, Target, bounded, machine_facts,
-    parse_target, run, run_operation, server_facts,
+    add_report_arguments, append_record, parse_target, report_head, run, run_operation, server_facts,
 )
 
 MAX_HOURS = 6.0
@@ -257,20 +257,13 @@ async def main_async(args: argparse.Namespace) -> int:
 
     if args.record is not None:
         lines = [
-            f"## Aegis ingest, {facts['date']}", "",
-            *([args.label, ""] if args.label else []),
-            "```", command, "```", "",
-            f"- target: `{args.base}`, server: {server}",
-            f"- {data_line}",
-            *(f"- {key}: {value}" for key, value in facts.items() if key != "date"),
+            *report_head("Aegis ingest", args.label, command, facts, f"target: `{args.base}`, server: {server}",
+                         data_line),
             *([f"- {disk}"] if disk else []),
             "", TABLE_HEAD, *rows, "",
             *(["Notes:", "", *notes, ""] if notes else []),
         ]  # fmt: skip
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        with args.record.open("a", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-        print(f"\nrecorded in {args.record}")
+        append_record(args.record, lines)
     return 1 if failed else 0
 
 
@@ -293,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu", type=int, default=None, help="pin this client to one CPU (e.g. 0; server on 1)")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="server process id(s)")
     parser.add_argument("--server-data-dir", type=Path, default=None, help="the server's --data-dir, for disk usage")
-    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
-    parser.add_argument("--label", default="", help="free text added to the recorded report")
+    add_report_arguments(parser)
     return parser
 
 

@@ -434,6 +434,38 @@ async def run_operation(
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def report_head(title: str, label: str, command: str, facts: dict[str, str], *extra: str) -> list[str]:
+    """The start of a recorded report: the title with the date, the label, the command that reproduces the run, then
+    ``extra`` lines and the machine facts as a list."""
+    return [f"## {title}, {facts['date']}", "", *([label, ""] if label else []), "```", command, "```", "",
+            *(f"- {line}" for line in extra), *(f"- {key}: {value}" for key, value in facts.items() if key != "date")]
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, *, figures: bool = False) -> None:
+    """``--record`` and ``--label``; with ``figures``, ``--json`` and ``--baseline`` too (p50 growth per shape)."""
+    if figures:
+        parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON (for --baseline)")
+        parser.add_argument("--baseline", type=Path, default=None,
+                            help="an earlier --json: adds p50 growth per shape")
+    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
+    parser.add_argument("--label", default="", help="free text added to the recorded report (e.g. what changed)")
+
+
+def append_record(path: Path, lines: Sequence[str]) -> None:
+    """Append a report to a Markdown file (bench/RESULTS.md) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
+    print(f"\nrecorded in {path}")
+
+
+def write_figures(path: Path, payload: dict[str, Any]) -> None:
+    """A run's figures as JSON, for a later run's ``--baseline``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+    print(f"\nfigures written to {path}")
+
+
 def machine_facts(cpu: int | None = None) -> dict[str, str]:
     facts: dict[str, str] = {}
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

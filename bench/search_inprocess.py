@@ -42,9 +42,13 @@ import orjson
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from datagen import MANIFEST  # noqa: E402
-from loadclient import Response, Target, bounded, machine_facts, run  # noqa: E402
+from loadclient import (  # noqa: E402
+    Client, Response, Target, add_report_arguments, append_record, bounded, machine_facts, report_head, run,
+    write_figures,
+)
 from search_load import (  # noqa: E402
-    SHAPE_NAMES, SHAPES, TARGET_GROWTH, Shape, build_instances, judge, resolve_samples, shape_list,
+    SHAPE_NAMES, SHAPES, TARGET_GROWTH, Shape, build_instances, growth_summary, judge, resolve_samples,
+    selection_flags, shape_list,
 )
 
 from fhir_server.app import AegisApp  # noqa: E402
@@ -53,10 +57,12 @@ from fhir_server.settings import Settings  # noqa: E402
 HOST = "inprocess"
 
 
-class AsgiClient:
-    """``search_load``'s set-up client (``send``, ``get_json``) over the application itself."""
+class AsgiClient(Client):
+    """``search_load``'s set-up client over the application itself: ``send`` calls the app (``get_json`` is
+    inherited)."""
 
-    def __init__(self, app: AegisApp) -> None:
+    def __init__(self, app: AegisApp, target: Target) -> None:
+        super().__init__(target)
         self.app = app
 
     async def send(self, method: str, path: str, body: bytes = b"",
@@ -81,13 +87,6 @@ class AsgiClient:
         head = sent[0]
         return Response(head["status"], {k.lower(): v for k, v in head["headers"]},
                         b"".join(m.get("body", b"") for m in sent[1:]))
-
-    async def get_json(self, path: str, headers: Sequence[tuple[str, str]] = ()) -> tuple[int, Any]:
-        response = await self.send("GET", path, headers=headers)
-        try:
-            return response.status, orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            return response.status, None
 
 
 @dataclass(slots=True)
@@ -123,7 +122,7 @@ class ShapeRun:
 async def measure(client: AsgiClient, shape: Shape, samples: list[Any], manifest: dict[str, Any],
                   target: Target, args: argparse.Namespace) -> ShapeRun:
     result = ShapeRun(shape)
-    instances, reason = await build_instances(shape, samples, manifest, target, client, args)  # type: ignore[arg-type]
+    instances, reason = await build_instances(shape, samples, manifest, target, client, args)
     result.instances = len(instances)
     if reason:
         result.skipped = reason
@@ -191,25 +190,13 @@ def summary(runs: list[ShapeRun]) -> list[str]:
     ran = [r for r in runs if r.latencies_ns]
     skipped = sorted(r.shape.name for r in runs if r.skipped)
     lines = [f"shapes run: {len(ran)}, skipped: {len(skipped)}" + (f" ({', '.join(skipped)})" if skipped else "")]
-    grown = [(r.growth, r) for r in ran if r.growth is not None]
-    if grown:
-        factor, worst = max(grown, key=lambda item: item[0])
-        within = sum(1 for g, _ in grown if g <= TARGET_GROWTH)
-        lines.append(f"p50 growth against the baseline ≤ {TARGET_GROWTH:g}×: {within} of {len(grown)} "
-                     f"(worst {worst.shape.name}: {factor:.2f}×)")
-    return lines
+    return lines + growth_summary([(r.growth, r.shape.name) for r in ran if r.growth is not None])
 
 
 def reproduce_command(args: argparse.Namespace) -> str:
     argv = ["python", sys.argv[0], "--store", str(args.store), "--data", str(args.data), "--page", str(args.page),
             "--samples", str(args.samples), "--instances", str(args.instances), "--rounds", str(args.rounds),
-            "--min-requests", str(args.min_requests)]
-    if args.shapes != list(SHAPE_NAMES):
-        argv += ["--shapes", ",".join(args.shapes)]
-    if args.lenient:
-        argv.append("--lenient")
-    if args.cpu is not None:
-        argv += ["--cpu", str(args.cpu)]
+            "--min-requests", str(args.min_requests), *selection_flags(args)]
     if args.baseline is not None:
         argv += ["--baseline", str(args.baseline)]
     return shlex.join(argv)
@@ -238,9 +225,9 @@ async def main_async(args: argparse.Namespace) -> int:
     await app.startup()
     runs: list[ShapeRun] = []
     try:
-        client = AsgiClient(app)
         target = Target("127.0.0.1", 80, HOST, "/fhir", "/healthz")
-        samples, setup_notes = await resolve_samples(client, target, manifest, args.samples)  # type: ignore[arg-type]
+        client = AsgiClient(app, target)
+        samples, setup_notes = await resolve_samples(client, target, manifest, args.samples)
         if not samples:
             print("error: no sample patient of the manifest is in this store: is it the store of that data set?",
                   file=sys.stderr)
@@ -261,25 +248,16 @@ async def main_async(args: argparse.Namespace) -> int:
     lines = summary(runs)
     print("\n" + "\n".join(lines) + ("\n\nNotes:\n" + "\n".join(notes) if notes else ""))
     if args.json is not None:
-        payload = {"command": command, "store": str(args.store), "patients": manifest["patients"], "facts": facts,
-                   "rows": [r.figures() for r in runs]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
-        print(f"\nfigures written to {args.json}")
+        write_figures(args.json, {"command": command, "store": str(args.store), "patients": manifest["patients"],
+                                  "facts": facts, "rows": [r.figures() for r in runs]})
     if args.record is not None:
-        record = [
-            f"## Aegis search in process, {manifest['patients']:,} patients, {facts['date']}", "",
-            *([args.label, ""] if args.label else []),
-            "```", command, "```", "",
-            f"- {data_line}",
-            *(f"- {key}: {value}" for key, value in facts.items() if key != "date"),
+        append_record(args.record, [
+            *report_head(f"Aegis search in process, {manifest['patients']:,} patients", args.label, command, facts,
+                         data_line),
             "", table_head(bool(baseline)), *(table_row(r, bool(baseline)) for r in runs), "",
             *lines, "",
             *(["Notes:", "", *notes, ""] if notes else []),
-        ]  # fmt: skip
-        with args.record.open("a", encoding="utf-8") as out:
-            out.write("\n".join(record) + "\n")
-        print(f"\nrecorded in {args.record}")
+        ])  # fmt: skip
     return 1 if any(r.skipped or r.errors for r in runs) else 0
 
 
@@ -301,10 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed requests per shape at least (more passes when a shape has few instances)")
     parser.add_argument("--lenient", action="store_true", help="do not send Prefer: handling=strict")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process (and so the store) to one CPU")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON (for --baseline)")
-    parser.add_argument("--baseline", type=Path, default=None, help="an earlier --json: adds p50 growth per shape")
-    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
-    parser.add_argument("--label", default="", help="free text added to the recorded report")
+    add_report_arguments(parser, figures=True)
     return parser
 
 

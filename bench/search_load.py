@@ -53,8 +53,9 @@ import orjson
 # Run as a script (python bench/search_load.py): bench/ is then sys.path[0], where the sibling modules are.
 from datagen import MANIFEST
 from loadclient import (  # noqa: I001
-    Client, HttpError, Operation, OpResult, OpWorker, Response, SetupError, Target, bounded, machine_facts,
-    parse_target, run, run_operation, server_facts,
+    Client, HttpError, Operation, OpResult, OpWorker, Response, SetupError, Target, add_report_arguments,
+    append_record, bounded, machine_facts, parse_target, report_head, run, run_operation, server_facts,
+    write_figures,
 )
 
 # Issue #3's targets for single-patient searches on the 2-core machine.
@@ -650,6 +651,13 @@ def row_notes(row: Row) -> list[str]:
     return found
 
 
+def selection_flags(args: argparse.Namespace) -> list[str]:
+    """The reproducing command's flags for what was run and how: shapes (unless all), --lenient, --cpu."""
+    flags = ["--shapes", ",".join(args.shapes)] if args.shapes != list(SHAPE_NAMES) else []
+    flags += ["--lenient"] if args.lenient else []
+    return flags + (["--cpu", str(args.cpu)] if args.cpu is not None else [])
+
+
 def reproduce_command(args: argparse.Namespace) -> str:
     argv = [
         "python", sys.argv[0],
@@ -664,12 +672,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
         "--timeout", f"{args.timeout:g}",
         "--probe-tries", str(args.probe_tries),
     ]  # fmt: skip
-    if args.shapes != list(SHAPE_NAMES):
-        argv += ["--shapes", ",".join(args.shapes)]
-    if args.lenient:
-        argv.append("--lenient")
-    if args.cpu is not None:
-        argv += ["--cpu", str(args.cpu)]
+    argv += selection_flags(args)
     for pid in args.server_pid:
         argv += ["--server-pid", str(pid)]
     if args.baseline is not None:
@@ -739,29 +742,19 @@ async def main_async(args: argparse.Namespace) -> int:
     if notes:
         print("\nNotes:\n" + "\n".join(notes))
     if args.json is not None:
-        payload = {"command": command, "server": server, "data": str(args.data), "patients": manifest["patients"],
-                   "facts": facts, "rows": [row.figures() for row in rows]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
-        print(f"\nfigures written to {args.json}")
+        write_figures(args.json, {"command": command, "server": server, "data": str(args.data),
+                                  "patients": manifest["patients"], "facts": facts,
+                                  "rows": [row.figures() for row in rows]})
     if args.record is not None:
-        lines = [
-            f"## Aegis search, {manifest['patients']:,} patients, {facts['date']}", "",
-            *([args.label, ""] if args.label else []),
-            "```", command, "```", "",
-            f"- target: `{args.base}`, server: {server}",
-            f"- {data_line}",
-            *(f"- {key}: {value}" for key, value in facts.items() if key != "date"),
+        append_record(args.record, [
+            *report_head(f"Aegis search, {manifest['patients']:,} patients", args.label, command, facts,
+                         f"target: `{args.base}`, server: {server}", data_line),
             f"- targets (issue #3, scope `patient`): p50 ≤ {TARGET_P50_MS:g} ms and p95 ≤ {TARGET_P95_MS:g} ms"
             + (f"; p50 growth against `{args.baseline}` ≤ {TARGET_GROWTH:g}×" if with_baseline else ""),
             "", table_head(with_baseline), *(table_row(row, with_baseline) for row in rows), "",
             *summary, "",
             *(["Notes:", "", *notes, ""] if notes else []),
-        ]  # fmt: skip
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        with args.record.open("a", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
-        print(f"\nrecorded in {args.record}")
+        ])  # fmt: skip
     failed = any(row.skipped or (row.result is not None and row.result.error_count) for row in rows)
     if args.strict_counts:
         failed = failed or any(row.op is not None and (row.op.mismatches or row.op.zero) for row in rows)
@@ -779,14 +772,20 @@ def _summary(rows: list[Row]) -> list[str]:
         met = sum(1 for row in group if row.result is not None and _meets_targets(row.result))
         lines.append(f"single-patient shapes meeting p50 ≤ {TARGET_P50_MS:g} ms and p95 ≤ {TARGET_P95_MS:g} ms at "
                      f"{clients} client(s): {met} of {len(group)}")
-    growth = [(row.result.percentile_ms(50) / row.baseline_p50, row) for row in ran
-              if row.baseline_p50 and row.result is not None]
-    if growth:
-        factor, worst = max(growth, key=lambda item: item[0])
-        within = sum(1 for f, _ in growth if f <= TARGET_GROWTH)
-        lines.append(f"p50 growth against the baseline ≤ {TARGET_GROWTH:g}×: {within} of {len(growth)} "
-                     f"(worst {worst.shape.name} ×{worst.clients}: {factor:.2f}×)")
-    return lines
+    grown = [(row.result.percentile_ms(50) / row.baseline_p50, f"{row.shape.name} ×{row.clients}")
+             for row in ran if row.baseline_p50 and row.result is not None]
+    return lines + growth_summary(grown)
+
+
+def growth_summary(factors: list[tuple[float, str]]) -> list[str]:
+    """The summary line of p50 growth against a baseline, from (factor, what grew) pairs: how many stay within the
+    target, and the worst."""
+    if not factors:
+        return []
+    factor, worst = max(factors, key=lambda item: item[0])
+    within = sum(1 for f, _ in factors if f <= TARGET_GROWTH)
+    return [f"p50 growth against the baseline ≤ {TARGET_GROWTH:g}×: {within} of {len(factors)} "
+            f"(worst {worst}: {factor:.2f}×)"]
 
 
 def _meets_targets(result: OpResult) -> bool:
@@ -841,10 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="probe attempts per shape when the server does not answer in --timeout")
     parser.add_argument("--cpu", type=int, default=None, help="pin this client to one CPU (e.g. 0; server on 1)")
     parser.add_argument("--server-pid", type=int, action="append", default=[], help="server process id(s)")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON (for --baseline)")
-    parser.add_argument("--baseline", type=Path, default=None, help="an earlier --json: adds p50 growth per shape")
-    parser.add_argument("--record", type=Path, default=None, help="append the report as Markdown to this file")
-    parser.add_argument("--label", default="", help="free text added to the recorded report")
+    add_report_arguments(parser, figures=True)
     return parser
 
 

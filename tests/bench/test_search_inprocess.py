@@ -30,8 +30,10 @@ def test_every_shape_runs_in_process_with_the_counts_the_data_calls_for(tmp_path
     server = ServerProcess(store)
     server.start()
     try:
-        loaded = _run(BENCH / "ingest.py", "--base", server.base, "--data", data, "--clients", "2")
+        loaded = _run(BENCH / "ingest.py", "--base", server.base, "--data", data, "--clients", "2",
+                      "--record", tmp_path / "ingest.md")
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        assert (tmp_path / "ingest.md").read_text().startswith("## Aegis ingest, ")
     finally:
         server.stop()
 
