@@ -4,9 +4,10 @@ Driving a chain by key first collects every row that refers to any matching targ
 at 10,000 patients a common family name has ~100 patients and ~30,000 observations, all read to return 50. Yet the
 reference index (``pid, target_id, target_type, rkey``) already lists each target's referring rows in key order, so
 the first page is a k-way merge of those lists. Once the targets are listed, one statement finds each one's first
-key; a target's list is read (a page at a time) only when the merge reaches that key. That is one index seek per target
-plus the page's own entries, whatever the number of matches. The merged keys are only candidates; each batch is checked with the search's full
-condition (probed per row, as in the windowed walk), so the rows are exactly those of the other plans.
+key; a target's list is read (a page at a time) only when the merge reaches that key. That is one index seek per
+target plus the page's own entries, whatever the number of matches. The merged keys are only candidates; each batch
+is checked with the search's full condition (probed per row, as in the windowed walk), so the rows are exactly those
+of the other plans.
 
 Used when the chain's targets are few enough to list (:attr:`PlanLimits.merge_targets`); otherwise, or for a chain
 through a parameter of several types, the caller drives as before. A broad chain with few targets
