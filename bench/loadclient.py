@@ -294,11 +294,14 @@ class OpResult:
         return sum(self.errors.values())
 
     def percentile_ms(self, p: float) -> float:
-        # Nearest-rank on the sorted sample: an actual observed latency, no interpolation.
-        if not self.latencies_ns:
-            return math.nan
-        rank = max(1, math.ceil(p / 100.0 * len(self.latencies_ns)))
-        return self.latencies_ns[rank - 1] / 1e6
+        return percentile_ms(self.latencies_ns, p)
+
+
+def percentile_ms(sorted_ns: Sequence[int], p: float) -> float:
+    """Nearest-rank on a sorted sample of nanoseconds: an actual observed latency, no interpolation."""
+    if not sorted_ns:
+        return math.nan
+    return sorted_ns[max(1, math.ceil(p / 100.0 * len(sorted_ns))) - 1] / 1e6
 
 
 class _Phase:

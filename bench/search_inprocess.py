@@ -43,11 +43,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from datagen import MANIFEST  # noqa: E402
 from loadclient import (  # noqa: E402
-    Client, Response, Target, add_report_arguments, append_record, bounded, machine_facts, report_head, run,
-    write_figures,
+    Client, Response, Target, add_report_arguments, append_record, bounded, machine_facts, percentile_ms,
+    report_head, run, write_figures,
 )
 from search_load import (  # noqa: E402
-    SHAPE_NAMES, SHAPES, TARGET_GROWTH, Shape, build_instances, growth_summary, judge, resolve_samples,
+    SHAPE_NAMES, SHAPES, TARGET_GROWTH, Shape, Tally, build_instances, growth_summary, judge, resolve_samples,
     selection_flags, shape_list,
 )
 
@@ -93,20 +93,14 @@ class AsgiClient(Client):
 class ShapeRun:
     shape: Shape
     instances: int = 0
-    latencies_ns: list[int] = field(default_factory=list)
-    results: int = 0
+    latencies_ns: list[int] = field(default_factory=list)  # sorted once measured
+    tally: Tally = field(default_factory=Tally)
     errors: Counter[str] = field(default_factory=Counter)
-    mismatches: Counter[str] = field(default_factory=Counter)
-    mismatch_example: dict[str, str] = field(default_factory=dict)
     skipped: str = ""
     baseline_p50: float | None = None
 
     def percentile_ms(self, p: float) -> float:
-        # Nearest-rank, as loadclient.OpResult: an observed time, no interpolation.
-        if not self.latencies_ns:
-            return math.nan
-        ordered = sorted(self.latencies_ns)
-        return ordered[max(1, math.ceil(p / 100.0 * len(ordered))) - 1] / 1e6
+        return percentile_ms(self.latencies_ns, p)
 
     @property
     def growth(self) -> float | None:
@@ -115,8 +109,8 @@ class ShapeRun:
     def figures(self) -> dict[str, Any]:
         return {"shape": self.shape.name, "scope": self.shape.scope, "requests": len(self.latencies_ns),
                 "p50_ms": self.percentile_ms(50), "p95_ms": self.percentile_ms(95),
-                "p99_ms": self.percentile_ms(99), "results": self.results, "errors": sum(self.errors.values()),
-                "mismatches": sum(self.mismatches.values()), "skipped": self.skipped or None}
+                "p99_ms": self.percentile_ms(99), "results": self.tally.results, "errors": sum(self.errors.values()),
+                "mismatches": sum(self.tally.mismatches.values()), "skipped": self.skipped or None}
 
 
 async def measure(client: AsgiClient, shape: Shape, samples: list[Any], manifest: dict[str, Any],
@@ -146,10 +140,8 @@ async def measure(client: AsgiClient, shape: Shape, samples: list[Any], manifest
                 result.errors[verdict.error] += 1
                 continue
             result.latencies_ns.append(elapsed)
-            result.results += verdict.matches
-            if verdict.mismatch is not None:
-                result.mismatches[verdict.kind] += 1
-                result.mismatch_example.setdefault(verdict.kind, f"{verdict.mismatch} — GET {instance.path}")
+            result.tally.count(verdict, instance.path)
+    result.latencies_ns.sort()
     return result
 
 
@@ -168,11 +160,11 @@ def table_row(run_: ShapeRun, with_baseline: bool) -> str:
         cells = [name, scope, str(run_.instances), "—", "—", "—", "—", "—", f"skipped: {run_.skipped[:80]}"]
     else:
         n = len(run_.latencies_ns)
-        check = "ok" if not run_.mismatches and not run_.errors else (
-            f"{sum(run_.mismatches.values()) + sum(run_.errors.values())} off")
+        check = "ok" if not run_.tally.mismatches and not run_.errors else (
+            f"{sum(run_.tally.mismatches.values()) + sum(run_.errors.values())} off")
         cells = [name, scope, str(run_.instances), f"{n:,}", f"{run_.percentile_ms(50):.3f}",
                  f"{run_.percentile_ms(95):.3f}", f"{run_.percentile_ms(99):.3f}",
-                 f"{run_.results / n:.1f}" if n else "—", check]
+                 f"{run_.tally.results / n:.1f}" if n else "—", check]
     if with_baseline:
         growth = run_.growth
         cells.append("—" if growth is None else f"{growth:.2f}" + (" ✗" if growth > TARGET_GROWTH else ""))
@@ -181,9 +173,7 @@ def table_row(run_: ShapeRun, with_baseline: bool) -> str:
 
 def notes_of(run_: ShapeRun) -> list[str]:
     found = [f"- {run_.shape.name}: {n:,}x {error}" for error, n in run_.errors.most_common(2)]
-    found += [f"- {run_.shape.name}: {n:,}x count mismatch, e.g. {run_.mismatch_example[kind]}"
-              for kind, n in run_.mismatches.most_common(2)]
-    return found
+    return found + run_.tally.notes(run_.shape.name, len(run_.latencies_ns))
 
 
 def summary(runs: list[ShapeRun]) -> list[str]:

@@ -367,7 +367,44 @@ def _diagnostics(body: bytes) -> str:
         return repr(body[:160])
 
 
-class SearchOp(Operation):
+class Tally:
+    """What a shape's judged answers held besides their latency: the matches, and judge()'s warnings."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.results = 0
+        self.zero = 0
+        self.mismatches: Counter[str] = Counter()
+        self.mismatch_example: dict[str, str] = {}
+        self.outcomes: Counter[str] = Counter()
+
+    def count(self, verdict: Verdict, path: str) -> None:
+        """A searchset answer to GET ``path`` (``verdict.error`` is None)."""
+        self.results += verdict.matches
+        self.zero += verdict.matches == 0
+        if verdict.mismatch is not None:
+            self.mismatches[verdict.kind] += 1
+            self.mismatch_example.setdefault(verdict.kind, f"{verdict.mismatch} — GET {path}")
+        if verdict.outcome is not None:
+            self.outcomes[verdict.outcome] += 1
+
+    def notes(self, label: str, ok: int) -> list[str]:
+        """Warnings for the report, ``ok`` being the number of answers counted."""
+        found: list[str] = []
+        if ok and self.zero == ok:
+            found.append(f"- {label}: WARNING every response had zero results: the figures measure nothing")
+        elif self.zero:
+            found.append(f"- {label}: {self.zero:,} of {ok:,} responses had zero results")
+        for key, n in self.mismatches.most_common(2):
+            found.append(f"- {label}: {n:,}x count mismatch, e.g. {self.mismatch_example[key]}")
+        for text, n in self.outcomes.most_common(2):
+            found.append(f"- {label}: {n:,}x OperationOutcome entry from the server: {text}")
+        return found
+
+
+class SearchOp(Operation, Tally):
     """One shape at one concurrency: the workers cycle through its instances, each starting at its own offset."""
 
     def __init__(self, shape: Shape, instances: list[Instance], page: int) -> None:
@@ -378,11 +415,7 @@ class SearchOp(Operation):
         self.begin_measurement()
 
     def begin_measurement(self) -> None:
-        self.results = 0
-        self.zero = 0
-        self.mismatches: Counter[str] = Counter()
-        self.mismatch_example: dict[str, str] = {}
-        self.outcomes: Counter[str] = Counter()
+        self.reset()
 
     def worker(self, index: int, clients: int) -> OpWorker:
         return _SearchWorker(self, index * max(1, len(self.instances) // clients))
@@ -404,14 +437,7 @@ class _SearchWorker(OpWorker):
         verdict = judge(response, op.shape, self.current.expect, op.page)
         if verdict.error is not None:
             return f"{verdict.error}"
-        op.results += verdict.matches
-        op.zero += verdict.matches == 0
-        if verdict.mismatch is not None:
-            key = verdict.kind
-            op.mismatches[key] += 1
-            op.mismatch_example.setdefault(key, f"{verdict.mismatch} — GET {self.current.path}")
-        if verdict.outcome is not None:
-            op.outcomes[verdict.outcome] += 1
+        op.count(verdict, self.current.path)
         return None
 
 
@@ -638,14 +664,7 @@ def row_notes(row: Row) -> list[str]:
         return found
     for text, n in r.errors.most_common(3):
         found.append(f"- {label}: {n:,}x error: {text}")
-    if r.ok and op.zero == r.ok:
-        found.append(f"- {label}: WARNING every response had zero results: the figures measure nothing")
-    elif op.zero:
-        found.append(f"- {label}: {op.zero:,} of {r.ok:,} responses had zero results")
-    for key, n in op.mismatches.most_common(2):
-        found.append(f"- {label}: {n:,}x count mismatch, e.g. {op.mismatch_example[key]}")
-    for text, n in op.outcomes.most_common(2):
-        found.append(f"- {label}: {n:,}x OperationOutcome entry from the server: {text}")
+    found += op.notes(label, r.ok)
     if r.wall and r.client_cpu / r.wall > 0.85:
         found.append(f"- {label}: the client used {r.client_cpu / r.wall:.0%} of a core; figures may be client-bound")
     return found
