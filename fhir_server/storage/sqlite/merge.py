@@ -5,9 +5,10 @@ at 10,000 patients a common family name has ~100 patients and ~30,000 observatio
 reference index (``pid, target_id, target_type, rkey``) already lists each target's referring rows in key order, so
 the first page is a k-way merge of those lists. Once the targets are listed, one statement finds each one's first
 key; a target's list is read (a page at a time) only when the merge reaches that key. That is one index seek per
-target plus the page's own entries, whatever the number of matches. The merged keys are only candidates; each batch
-is checked with the search's full condition (probed per row, as in the windowed walk), so the rows are exactly those
-of the other plans.
+target plus the page's own entries, whatever the number of matches. When the search has other conditions, the
+merged keys are only candidates: each batch is checked with the search's full condition (probed per row, as in the
+windowed walk), so the rows are exactly those of the other plans. When the chain is the whole search, every
+candidate matches and is only looked up.
 
 Used when the chain's targets are few enough to list (:attr:`PlanLimits.merge_targets`); otherwise, or for a chain
 through a parameter of several types, the caller drives as before. A broad chain with few targets
@@ -115,8 +116,9 @@ def _distinct(keys: Iterator[int]) -> Iterator[int]:
 
 
 def verified(candidates: Iterator[int], select: Select, probe_where: str, probe_args: list[Any],
-             wanted: int) -> list[tuple[Any, ...]]:
-    """The first ``wanted`` rows among ``candidates`` that satisfy the search (``probe_where``), in their order."""
+             wanted: int, *, exact: bool = False) -> list[tuple[Any, ...]]:
+    """The first ``wanted`` rows among ``candidates`` that satisfy the search (``probe_where``), in their order.
+    ``exact``: every candidate matches, so a batch is no larger than what is still missing."""
     rows: list[tuple[Any, ...]] = []
     batch: list[int] = []
 
@@ -127,8 +129,9 @@ def verified(candidates: Iterator[int], select: Select, probe_where: str, probe_
 
     for key in candidates:
         batch.append(key)
-        # a batch about the size of what is still missing (twice: some candidates fail the other conditions)
-        if len(batch) >= min(max(2 * (wanted - len(rows)), 16), 500):
+        # a batch about the size of what is still missing (twice, unless exact: some candidates fail the other
+        # conditions)
+        if len(batch) >= (wanted - len(rows) if exact else min(max(2 * (wanted - len(rows)), 16), 500)):
             check()
             if len(rows) >= wanted:
                 return rows

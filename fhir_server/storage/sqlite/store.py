@@ -290,6 +290,12 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
         if candidates is None:
             return None
         probe_args: list[Any] = []
+        if first is plan.tree:
+            # the chain is the whole condition and its candidates are its matches (index rows exist only for live
+            # resources, and the targets were listed in this snapshot): a candidate needs no probe
+            probe_where = "c.deleted = 0 AND c.rtype = ?"
+            probe_args.append(query.rtype)
+            return verified(candidates, select, probe_where, probe_args, wanted, exact=True)
         probe_where = _probe_clause(query.rtype, query.tree, probe_args, renderer)
         return verified(candidates, select, probe_where, probe_args, wanted)
 
