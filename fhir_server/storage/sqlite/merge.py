@@ -3,8 +3,9 @@
 Driving a chain by key first collects every row that refers to any matching target, then sorts them for the page:
 at 10,000 patients a common family name has ~100 patients and ~30,000 observations, all read to return 50. Yet the
 reference index (``pid, target_id, target_type, rkey``) already lists each target's referring rows in key order, so
-the first page is a k-way merge of those lists. Once the targets are listed, one statement finds each one's first
-key; a target's list is read (a page at a time) only when the merge reaches that key. That is one index seek per
+the first page is a k-way merge of those lists. The targets are counted, then listed with each one's first key (a
+seek per target inside the listing statement); a target's list is read (a page at a time) only when the merge
+reaches that key. That is one index seek per
 target plus the page's own entries, whatever the number of matches. When the search has other conditions, the
 merged keys are only candidates: each batch is checked with the search's full condition (probed per row, as in the
 windowed walk), so the rows are exactly those of the other plans. When the chain is the whole search, every
@@ -24,7 +25,6 @@ from typing import Any
 
 from fhir_server.search.tree import Chain, Node, Or
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer
-from resources import jsonio
 
 Select = Callable[..., list[tuple[Any, ...]]]
 
@@ -37,35 +37,29 @@ def chain_candidates(conn: sqlite3.Connection, node: Node, pid_of: PidOf, most_t
     chains = [node] if isinstance(node, Chain) else list(node.items) if isinstance(node, Or) else []
     if not chains or not all(isinstance(c, Chain) for c in chains):
         return None
-    listed: list[tuple[int, str, list[str]]] = []  # (pid, target type, target ids) per chain
+    # Each target's first referring key is found while the targets are listed: a seek per target inside SQLite (a
+    # statement per target cost ~13 us each). The targets are counted first, without the seeks, so a chain with too
+    # many targets costs no more than its listing.
+    step, order = ("<", "DESC") if backwards else (">", "ASC")
+    after = f" AND r.rkey {step} ?" if edge is not None else ""
+    targets: list[tuple[int, str, str, int]] = []  # (pid, target type, target id, its first referring key)
     count = 0
     for chain in chains:
         assert isinstance(chain, Chain)
         pids = pid_of(chain.param.rtype, chain.param.code)
         if len(pids) != 1:
             return None
-        args: list[Any] = [chain.target_type]
-        inner = SqlRenderer(pid_of).where(chain.inner, "t", chain.target_type, args)
-        args.append(most_targets + 1 - count)
-        found = conn.execute(f"SELECT t.rid FROM resource_current t WHERE t.rtype = ? AND t.deleted = 0 AND {inner}"
-                             " LIMIT ?", args).fetchall()
-        count += len(found)
-        if count > most_targets:
+        inner_args: list[Any] = [chain.target_type]
+        listing = ("FROM resource_current t WHERE t.rtype = ? AND t.deleted = 0 AND "
+                   + SqlRenderer(pid_of).where(chain.inner, "t", chain.target_type, inner_args))
+        if conn.execute(f"SELECT 1 {listing} LIMIT 1 OFFSET ?", [*inner_args, most_targets - count]).fetchone():
             return None
-        listed.append((pids[0], chain.target_type, [rid for (rid,) in found]))
-    # each target's first referring key: one statement a chain, a seek per target inside SQLite (a statement per
-    # target cost ~13 us each)
-    step, order = ("<", "DESC") if backwards else (">", "ASC")
-    after = f" AND r.rkey {step} ?" if edge is not None else ""
-    targets: list[tuple[int, str, str, int]] = []  # (pid, target type, target id, its first referring key)
-    for pid, target_type, ids in listed:
-        if not ids:
-            continue
         first_keys = conn.execute(
-            f"SELECT j.value, (SELECT r.rkey FROM idx_reference r WHERE r.pid = ? AND r.target_id = j.value"
-            f" AND r.target_type = ?{after} ORDER BY r.rkey {order} LIMIT 1) FROM json_each(?) j",
-            [pid, target_type, *([edge] if edge is not None else []), jsonio.dumps(ids).decode()]).fetchall()
-        targets += [(pid, target_type, rid, key) for rid, key in first_keys if key is not None]
+            f"SELECT t.rid, (SELECT r.rkey FROM idx_reference r WHERE r.pid = ? AND r.target_id = t.rid"
+            f" AND r.target_type = ?{after} ORDER BY r.rkey {order} LIMIT 1) {listing}",
+            [pids[0], chain.target_type, *([edge] if edge is not None else []), *inner_args]).fetchall()
+        count += len(first_keys)
+        targets += [(pids[0], chain.target_type, rid, key) for rid, key in first_keys if key is not None]
     return _distinct(_merged(conn, targets, backwards, chunk))
 
 
