@@ -1,5 +1,5 @@
-"""The SQLite schema's covering key indexes and token owners, and the migration of version 2 and 3 stores to them
-in place."""
+"""The SQLite schema's covering key indexes and token and date owners, and the migration of version 2, 3 and 4 stores
+to them in place."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import pytest
 from fhir_server.search.bind import bind
 from fhir_server.search.request import parse_request
 from fhir_server.search.rewrite import prepare
-from fhir_server.storage.base import SearchQuery, WriteTx
+from fhir_server.storage.base import SearchQuery, SortKey, WriteTx
 from fhir_server.storage.sqlite.schema import (
     FAMILY_COLUMNS,
     FAMILY_KEY_COLUMNS,
     SCHEMA_VERSION,
     UNKNOWN_OWNER,
 )
+from fhir_server.storage.sqlite.plan import PlanLimits
 from fhir_server.storage.sqlite.store import SqliteStore
 
 OBSERVATION = {
@@ -81,8 +82,21 @@ def test_a_probe_reads_the_key_index_alone(tmp_path: Path) -> None:
     assert "USING COVERING INDEX idx_token_by_rkey" in plan
 
 
+def _date_rows_of_version_4(conn: sqlite3.Connection) -> None:
+    """Back to version 4's date table: no owner column, value indexes on (pid, lo) and (pid, hi)."""
+    conn.execute("CREATE TABLE idx_date_v4 (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, lo, hi)")
+    conn.execute("INSERT INTO idx_date_v4 SELECT pid, rkey, lo, hi FROM idx_date ORDER BY rowid")
+    conn.execute("DROP TABLE idx_date")
+    conn.execute("ALTER TABLE idx_date_v4 RENAME TO idx_date")
+    conn.execute("CREATE INDEX idx_date_pid_lo ON idx_date (pid, lo, rkey)")
+    conn.execute("CREATE INDEX idx_date_pid_hi ON idx_date (pid, hi, rkey)")
+    conn.execute("CREATE INDEX idx_date_by_rkey ON idx_date (rkey, pid, lo, hi)")
+
+
 def _token_rows_of_version_3(conn: sqlite3.Connection) -> None:
-    """Back to version 3's token table: no owner column, its value index on (pid, code, system)."""
+    """Back to version 3's token table (no owner column, its value index on (pid, code, system)), and version 4's
+    date table."""
+    _date_rows_of_version_4(conn)
     conn.execute("CREATE TABLE idx_token_v3 (pid INTEGER NOT NULL, rkey INTEGER NOT NULL, system, code, text)")
     conn.execute("INSERT INTO idx_token_v3 SELECT pid, rkey, system, code, text FROM idx_token ORDER BY rowid")
     conn.execute("DROP TABLE idx_token")
@@ -114,7 +128,7 @@ def test_a_version_2_store_migrates_in_place(tmp_path: Path) -> None:
     assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
 
 
-OWNED = [
+OWNED: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
     {"resourceType": "Patient", "id": "p3"},
     {**OBSERVATION, "id": "o1", "subject": {"reference": "Patient/p1"}},
@@ -126,11 +140,11 @@ OWNED = [
 ]
 
 
-def _owners(conn: sqlite3.Connection) -> dict[tuple[str, str], set[str | int | None]]:
-    """The owners of each resource's token rows, a patient's key given as its id."""
+def _owners(conn: sqlite3.Connection, family: str = "token") -> dict[tuple[str, str], set[str | int | None]]:
+    """The owners of each resource's token (or date) rows, a patient's key given as its id."""
     out: dict[tuple[str, str], set[str | int | None]] = {}
     for rtype, rid, owner, patient in conn.execute(
-            "SELECT c.rtype, c.rid, t.owner, p.rid FROM idx_token t JOIN resource_current c ON c.rkey = t.rkey"
+            f"SELECT c.rtype, c.rid, t.owner, p.rid FROM idx_{family} t JOIN resource_current c ON c.rkey = t.rkey"
             " LEFT JOIN resource_current p ON p.rkey = t.owner AND p.rtype = 'Patient'"):
         out.setdefault((rtype, rid), set()).add(patient if patient is not None else owner)
     return out
@@ -146,6 +160,7 @@ def test_a_version_3_store_migrates_in_place_and_its_token_rows_get_their_patien
     assert written[("Appointment", "a1")] == {UNKNOWN_OWNER}
     assert written[("Appointment", "a2")] == {"p3"}
     assert written[("Patient", "p1")] == {None}
+    dates_written = _owners(conn, "date")
     _token_rows_of_version_3(conn)
     conn.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'")
     assert "owner" not in _columns(conn, "idx_token")
@@ -157,6 +172,7 @@ def test_a_version_3_store_migrates_in_place_and_its_token_rows_get_their_patien
     assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert "owner" in _columns(conn, "idx_token")
     assert _owners(conn) == written
+    assert _owners(conn, "date") == dates_written  # and on to version 5
     # integer affinity, or SQLite would not use the index for `owner = c.rkey` (a patient's key)
     assert [r[2] for r in conn.execute("PRAGMA table_info(idx_token)") if r[1] == "owner"] == ["INTEGER"]
     plan = " / ".join(r[3] for r in conn.execute(
@@ -171,6 +187,45 @@ def test_a_version_3_store_migrates_in_place_and_its_token_rows_get_their_patien
     assert asyncio.run(_search(db, "Patient?_id=p1,p2,p3&_has:Appointment:patient:status=booked,proposed")) \
         == ["p2", "p3"]
     assert asyncio.run(_search(db, "Patient?_id=p1,p2,p3&_has:Observation:patient:code=8867-4")) == ["p1"]
+
+
+def test_a_version_4_store_migrates_in_place_and_its_date_rows_get_their_patients(tmp_path: Path) -> None:
+    db = tmp_path / "aegis.db"
+    later = {**OBSERVATION, "id": "o3", "effectiveDateTime": "2022-01-01"}
+    asyncio.run(_write_all(db, [*OWNED, later]))
+    conn = sqlite3.connect(db, isolation_level=None)
+    written = _owners(conn, "date")  # every resource has a date row: its _lastUpdated
+    assert written[("Observation", "o1")] == {"p1"}
+    assert written[("Observation", "o2")] == {None}
+    assert written[("Appointment", "a1")] == {UNKNOWN_OWNER}
+    assert written[("Patient", "p1")] == {None}
+    _date_rows_of_version_4(conn)
+    conn.execute("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+
+    store = SqliteStore(str(db), plan_limits=PlanLimits(date_walk_from=0))
+
+    async def newest_first() -> list[str]:
+        await store.open()
+        try:
+            bound = bind("Observation", parse_request([("patient", "p1"), ("_sort", "-date")]), strict=True)
+            tree = await prepare(bound.tree, "Observation", store)
+            sort = tuple(SortKey(p, d) for p, d in bound.sort)
+            return [v.rid for v in (await store.search(SearchQuery("Observation", tree, sort, count=1))).versions]
+        finally:
+            await store.close()
+
+    assert asyncio.run(newest_first()) == ["o3"]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert _owners(conn, "date") == written
+    assert [r[2] for r in conn.execute("PRAGMA table_info(idx_date)") if r[1] == "owner"] == ["INTEGER"]
+    indexes = {r[0]: [c[2] for c in conn.execute(f"PRAGMA index_info({r[0]})")]
+               for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'idx_date'")}
+    assert indexes == {"idx_date_pid_lo": ["pid", "lo", "rkey"], "idx_date_pid_hi": ["pid", "hi", "rkey"],
+                       "idx_date_pid_owner_lo": ["pid", "owner", "lo", "rkey"],
+                       "idx_date_by_rkey": ["rkey", "pid", "lo", "hi"]}
+    conn.close()
 
 
 def test_a_resource_written_before_its_patient_is_found_through_its_reference(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ a few dozen microseconds each (:class:`PlanLimits`) — and
 A driving chain whose targets are few enough to list drives as a merge of the targets' referring rows
 (``merge.py``) instead of collecting every referring row first.
 
+A patient's search sorted by one date (``Observation?patient=X&_sort=-date``) whose driving condition has at least
+``date_walk_from`` rows reads the patient's date rows in order (``datewalk.py``) instead of sorting every match.
+
 The counts only choose a plan; every plan returns the same rows (the oracle test runs both kinds).
 """
 
@@ -41,6 +44,8 @@ class PlanLimits:
     merge_targets: int = 2000  # a driving chain with at most this many targets merges their referring rows (merge.py)
     merge_first: int = 256  # a broad chain with at most this many targets merges before walking any window: a seek
     # per target (~5 us) costs less than a window of probes (~0.5 ms for 256 keys through a chain)
+    date_walk: int = 256  # a patient's date rows walked for a page sorted by date (datewalk.py), at most
+    date_walk_from: int = 128  # ... when the driving condition has at least this many rows (fewer sort at once)
 
 
 DEFAULT_LIMITS = PlanLimits()

@@ -38,7 +38,8 @@ FAMILY_OF_VALUE: dict[type, str] = {cls: family for family, cls in values.FAMILY
 class IndexRows:
     """The index rows of ``rtype/rid`` (``(pid, *value columns)`` per family) and its ``_text``/``_content``
     texts; ``owner`` is the id of the patient it points at through ``patient`` (or ``UNKNOWN_OWNER`` for several,
-    None for none), which the writer turns into the patient's key for the token rows (``schema.ROW_EXTRA_COLUMNS``)."""
+    None for none), which the writer turns into the patient's key for the token and date rows
+    (``schema.ROW_EXTRA_COLUMNS``)."""
 
     rtype: str
     rid: str
@@ -85,6 +86,9 @@ def _builders() -> dict[type, Callable[[Any], Row]]:
 _BUILD = _builders()
 _ROW_OF_CLASS = {cls: (FAMILY_OF_VALUE[cls], build) for cls, build in _BUILD.items()}
 
+
+# The families whose rows carry their resource's owner, after the value's columns (schema.py)
+OWNED_FAMILIES = frozenset(f for f, extra in ROW_EXTRA_COLUMNS.items() if extra == ("owner",))
 
 INSERT = {
     family: f"INSERT INTO idx_{family} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
@@ -155,20 +159,21 @@ class PendingRows:
         return bool(self._texts)
 
     def add(self, rkey: int, rows: IndexRows, extra: list[tuple[str, Row]], owner: int | None = None) -> None:
-        """``rows`` (and ``extra`` single rows) as the index of resource ``rkey``, whose token rows get ``owner``
-        (the key of its patient, ``UNKNOWN_OWNER`` or None)."""
+        """``rows`` (and ``extra`` single rows) as the index of resource ``rkey``, whose token and date rows get
+        ``owner`` (the key of its patient, ``UNKNOWN_OWNER`` or None)."""
         families = self._families
         key = (rkey,)
         owned = (owner, rkey)
         for family, family_rows in rows.families:
-            keyed = [row + owned for row in family_rows] if family == "token" else [row + key for row in family_rows]
+            suffix = owned if family in OWNED_FAMILIES else key
+            keyed = [row + suffix for row in family_rows]
             bucket = families.get(family)
             if bucket is None:
                 families[family] = keyed
             else:
                 bucket.extend(keyed)
         for family, row in extra:
-            families.setdefault(family, []).append(row + key)
+            families.setdefault(family, []).append(row + (owned if family in OWNED_FAMILIES else key))
         self._texts.append((rkey, rows.narrative, rows.content))
 
     def flush(self, conn: sqlite3.Connection) -> None:

@@ -5,10 +5,11 @@ gives each resource a small integer key (``rkey``) that the search index refers 
 per value family (string, token, reference, date, number, quantity, uri, composite), each row keyed by the
 parameter (``pid``, from ``search_param``) and the resource; a parameter becomes an ``IN`` over its family table.
 
-Token rows also carry their resource's *owner*: the key (``rkey``) of the patient it points at through its
-``patient`` parameter, so that ``Patient?_has:Observation:patient:code=X`` can ask "does this patient have an
-observation with code X" with one index lookup (``(pid, code, owner)``) instead of walking every observation of the
-patient, or every observation with the code.
+Token and date rows also carry their resource's *owner*: the key (``rkey``) of the patient it points at through its
+``patient`` parameter. So ``Patient?_has:Observation:patient:code=X`` can ask "does this patient have an observation
+with code X" with one index lookup (``(pid, code, owner)``) instead of walking every observation of the patient, or
+every observation with the code; and ``Observation?patient=X&_sort=-date`` can read the patient's observations
+newest first off ``(pid, owner, lo)`` and stop at the page, instead of sorting all of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sqlite3
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 3: each family's key index covers the columns a per-row probe reads; 4: token owners
+SCHEMA_VERSION = 5  # 3: each family's key index covers the columns a per-row probe reads; 4: token owners;
+# 5: date owners
 
 FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
     "string": ("norm", "exact"),
@@ -32,14 +34,14 @@ FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 # Columns a family's rows carry besides their value's (rows.py appends them after the value's columns)
-ROW_EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"token": ("owner",)}
+ROW_EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {"token": ("owner",), "date": ("owner",)}
 
 FAMILY_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "string": (("pid", "norm"),),
     # owner before system: a code alone (no system) still seeks to one patient's rows
     "token": (("pid", "code", "owner", "system"),),
     "reference": (("pid", "target_id", "target_type"), ("target_id", "target_type"), ("pid", "url")),
-    "date": (("pid", "lo"), ("pid", "hi")),
+    "date": (("pid", "lo"), ("pid", "hi"), ("pid", "owner", "lo")),
     "number": (("pid", "value"),),
     "quantity": (("pid", "code", "value"), ("pid", "canon_code", "canon_value")),
     "uri": (("pid", "uri"),),
@@ -184,7 +186,10 @@ def migrate(conn: sqlite3.Connection) -> None:
         _migrate_2_to_3(conn)
         row = (3,)
     if row is not None and int(row[0]) == 3:
-        _migrate_3_to_4(conn)
+        _add_owners(conn, "token", 4)
+        row = (4,)
+    if row is not None and int(row[0]) == 4:
+        _add_owners(conn, "date", 5)
     elif row is not None and int(row[0]) != SCHEMA_VERSION:
         raise RuntimeError(
             f"the store was written with schema version {row[0]}; this Aegis uses {SCHEMA_VERSION}. "
@@ -213,12 +218,16 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
-    """Version 3's token rows had no owner: copy them into a table that has, with the owner each resource gets from
-    its ``patient`` references, and index it (one transaction; a crash leaves the store at version 3). A copy
-    rather than an ``UPDATE``: every row grows, and rows rewritten in place would split nearly every page."""
-    log.warning("migrating the SQLite store to schema version 4: token rows get their patient "
-                "(about 4 minutes for a 19 GiB store)")
+_OWNER_MIGRATIONS = {"token": "token rows get their patient (about 4 minutes for a 19 GiB store)",
+                     "date": "date rows get their patient (about 2 minutes for a 19 GiB store)"}
+
+
+def _add_owners(conn: sqlite3.Connection, family: str, version: int) -> None:
+    """The family's rows had no owner (token before version 4, date before 5): copy them into a table that has, with
+    the owner each resource gets from its ``patient`` references, and index it (one transaction; a crash leaves the
+    store at the version before). A copy rather than an ``UPDATE``: every row grows, and rows rewritten in place
+    would split nearly every page."""
+    log.warning("migrating the SQLite store to schema version %d: %s", version, _OWNER_MIGRATIONS[family])
     owner_pids = [pid for (pid,) in conn.execute("SELECT pid FROM search_param WHERE code = ?", (OWNER_PARAM,))]
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -229,17 +238,18 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
             f" FROM (SELECT rkey, COUNT(DISTINCT target_id) AS patients, MIN(target_id) AS patient"
             f" FROM idx_reference WHERE pid IN ({','.join('?' * len(owner_pids))}) AND target_type = ?"
             f" AND target_id IS NOT NULL GROUP BY rkey) g", (OWNER_TYPE, *owner_pids, OWNER_TYPE))
-        conn.execute(_table_ddl("token", "idx_token_v4"))
-        columns = ("pid", "rkey") + FAMILY_COLUMNS["token"]
-        conn.execute(f"INSERT INTO idx_token_v4 ({', '.join(columns)}, owner)"
+        table = f"idx_{family}"
+        conn.execute(_table_ddl(family, f"{table}_v{version}"))
+        columns = ("pid", "rkey") + FAMILY_COLUMNS[family]
+        conn.execute(f"INSERT INTO {table}_v{version} ({', '.join(columns)}, owner)"
                      f" SELECT {', '.join(f't.{c}' for c in columns)}, o.owner"
-                     f" FROM idx_token t LEFT JOIN owner_of o ON o.rkey = t.rkey ORDER BY t.rowid")
-        conn.execute("DROP TABLE idx_token")
-        conn.execute("ALTER TABLE idx_token_v4 RENAME TO idx_token")
-        for ddl in (*_value_indexes_ddl("token"), _key_index_ddl("token")):
+                     f" FROM {table} t LEFT JOIN owner_of o ON o.rkey = t.rkey ORDER BY t.rowid")
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {table}_v{version} RENAME TO {table}")
+        for ddl in (*_value_indexes_ddl(family), _key_index_ddl(family)):
             conn.execute(ddl)
         conn.execute("DROP TABLE temp.owner_of")
-        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("UPDATE store_meta SET value = ? WHERE key = 'schema_version'", (str(version),))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -31,12 +31,12 @@ from fhir_server.storage.base import (
     Version,
     WriteTx,
 )
-from fhir_server.storage.sqlite import schema
+from fhir_server.storage.sqlite import datewalk, schema
 from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.lock import WriteLock
 from fhir_server.storage.sqlite.merge import chain_candidates, verified
 from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
-from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, keyset_condition
+from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, family_of, keyset_condition
 from fhir_server.storage.sqlite.rows import IndexRows, PendingRows, RowPreparer, index_rows, last_updated_rows
 from fhir_server.storage.sqlite.writer import GroupCommitWriter, refresh_statistics
 from resources import jsonio
@@ -309,8 +309,35 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
             return select(driven_where, driven_args, rows_wanted=wanted)
         return select(driven_where, driven_args, f" AND c.rkey {step} ?", (edge,), wanted)
 
+    def walked() -> list[tuple[Any, ...]] | None:
+        """The page off the patient's date rows (datewalk.py), when the search is a patient's, sorted by one date,
+        with enough matches to be worth it; None otherwise."""
+        if len(query.sort) != 1 or query.rtype is None or not plan.driven or not plan.estimates \
+                or (plan.estimates[0] or 0) < limits.date_walk_from:
+            return None
+        sort_param = query.sort[0].param
+        date_pids = pid_of(query.rtype, sort_param.code) if family_of(sort_param) == "date" else ()
+        patient = datewalk.patient_condition(query.tree, query.rtype)
+        if len(date_pids) != 1 or patient is None:
+            return None
+        owner = datewalk.owner_key(conn, date_pids[0], patient[0])
+        if owner is None:
+            return None
+        probe_args: list[Any] = []
+        if patient[1] is None:  # the owner stands for the patient condition
+            probe_where = "c.deleted = 0 AND c.rtype = ?"
+            probe_args.append(query.rtype)
+        else:
+            probe_where = _probe_clause(query.rtype, patient[1], probe_args, renderer)
+        return datewalk.walk(conn, date_pid=date_pids[0], owner=owner, descending=query.sort[0].descending,
+                             backwards=backwards, cursor=cursor, probe_where=probe_where, probe_args=probe_args,
+                             limit=limit, window=limits.date_walk, version_columns=_VERSION_COLUMNS)
+
     rows: list[tuple[Any, ...]] = []
-    if query.count > 0:
+    by_date = walked() if query.count > 0 and sort_exprs else None
+    if by_date is not None:
+        rows = by_date
+    elif query.count > 0:
         edge = cast(int, cursor[-1]) if cursor is not None and not sort_exprs else None
         early = merged(edge, limit, min(limits.merge_first, limits.merge_targets)) if plan.broad else None
         if early is not None:

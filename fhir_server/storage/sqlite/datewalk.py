@@ -1,0 +1,88 @@
+"""A patient's resources in date order, read off the date index: ``Observation?patient=X&_sort=-date``.
+
+Sorted the general way, a search computes the sort key of every match and sorts them all before it returns the
+first page: a patient's 330 observations, or the 100,000 of a patient whose watch writes a heart rate every few
+minutes. Date rows carry the key of their resource's patient (``owner``, schema.py), so the index
+``(pid, owner, lo)`` lists one patient's dates in order, and the page is the first rows of that list whose resource
+matches the rest of the search.
+
+A resource with several dates sorts by its latest (descending) or earliest (ascending) one: a row counts only if it
+is that one. The walk reads at most ``PlanLimits.date_walk`` rows. When they do not fill the page (the rest of the
+search is rare among the patient's resources, or the walk reached the end, where resources without a date follow),
+the caller sorts as before; so it does when the store has date rows of unknown owner (written before their patient,
+or of several patients), whose resource could be the patient's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from fhir_server.search.tree import And, Node, Row
+from fhir_server.storage.sqlite.render import keyset_condition
+from fhir_server.storage.sqlite.schema import OWNER_PARAM, OWNER_TYPE, UNKNOWN_OWNER
+
+
+def patient_condition(tree: Node, rtype: str) -> tuple[str, Node | None] | None:
+    """The id X of a top-level ``patient=X`` (one patient) in ``tree``, and the rest of the tree (None: nothing else);
+    None when there is no such condition."""
+    items = tree.items if isinstance(tree, And) else (tree,)
+    for i, node in enumerate(items):
+        if not (isinstance(node, Row) and node.param.rtype == rtype and node.param.code == OWNER_PARAM
+                and len(node.alts) == 1):
+            continue
+        ids = [c.value for c in node.alts[0] if c.field == "target_id" and c.op == "="]
+        others = [c for c in node.alts[0] if not (c.field == "target_id" and c.op == "=")
+                  and not (c.field == "target_type" and c.op == "=" and c.value == OWNER_TYPE)]
+        if len(ids) == 1 and isinstance(ids[0], str) and not others:
+            rest = items[:i] + items[i + 1:]
+            return ids[0], None if not rest else rest[0] if len(rest) == 1 else And(rest)
+    return None
+
+
+def owner_key(conn: sqlite3.Connection, date_pid: int, patient_id: str) -> int | None:
+    """The key that the date rows of the patient's resources carry, or None when the walk cannot stand for the
+    search: no such patient, or date rows of unknown owner exist (one of them could be the patient's)."""
+    found = conn.execute("SELECT rkey FROM resource_current WHERE rtype = ? AND rid = ?",
+                         (OWNER_TYPE, patient_id)).fetchone()
+    if found is None:
+        return None
+    if conn.execute("SELECT 1 FROM idx_date WHERE pid = ? AND owner = ? LIMIT 1", (date_pid, UNKNOWN_OWNER)).fetchone():
+        return None
+    return int(found[0])
+
+
+def walk(conn: sqlite3.Connection, *, date_pid: int, owner: int, descending: bool, backwards: bool,
+         cursor: tuple[Any, ...] | None, probe_where: str, probe_args: list[Any], limit: int, window: int,
+         version_columns: str) -> list[tuple[Any, ...]] | None:
+    """The first ``limit`` rows (``version_columns``, key, sort value) of the owner's resources that satisfy
+    ``probe_where`` (over ``resource_current c``), in the sort's order after ``cursor`` (before it, ``backwards``);
+    None when the first ``window`` date rows do not settle the page."""
+    if cursor is not None and isinstance(cursor[0], float) and abs(cursor[0]) >= 1e308:
+        return None  # past the dated resources: among those without a date
+    lo_order = "DESC" if descending != backwards else "ASC"
+    key_order = "DESC" if backwards else "ASC"
+    window_args: list[Any] = [date_pid, owner]
+    after = ""
+    if cursor is not None:
+        # the bound on lo alone lets SQLite seek to the cursor instead of skipping the rows before it
+        after = f" AND d.lo {'<=' if lo_order == 'DESC' else '>='} ? AND " + keyset_condition(
+            [("d.lo", [], descending)], cursor, "d", window_args, backwards=backwards)
+        window_args.insert(2, cursor[0])
+    window_args.append(window)
+    walked = (f"SELECT d.rkey AS rkey, d.lo AS lo FROM idx_date d WHERE d.pid = ? AND d.owner = ?{after}"
+              f" ORDER BY d.lo {lo_order}, d.rkey {key_order} LIMIT ?")
+    # the page's keys first, then their versions: joined before the LIMIT, bodies would go through the sorter
+    page = (f"SELECT w.rkey AS rkey, c.seq AS seq, w.lo AS k0 FROM ({walked}) w"
+            f" JOIN resource_current c ON c.rkey = w.rkey"
+            f" WHERE w.lo = (SELECT {'MAX' if descending else 'MIN'}(s.lo) FROM idx_date s"
+            f" WHERE s.rkey = w.rkey AND s.pid = ?) AND {probe_where}"
+            f" ORDER BY w.lo {lo_order}, w.rkey {key_order} LIMIT ?")
+    rows = conn.execute(f"SELECT {version_columns}, p.rkey, p.k0 FROM ({page}) p JOIN resource_version v"
+                        f" ON v.seq = p.seq ORDER BY p.k0 {lo_order}, p.rkey {key_order}",
+                        [*window_args, date_pid, *probe_args, limit]).fetchall()
+    if len(rows) >= limit:
+        return rows
+    if backwards and conn.execute(f"SELECT COUNT(*) FROM ({walked})", window_args).fetchone()[0] < window:
+        return rows  # back at the start: resources without a date come after every dated one, never before
+    return None
