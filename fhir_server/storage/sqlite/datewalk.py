@@ -62,27 +62,28 @@ def walk(conn: sqlite3.Connection, *, date_pid: int, owner: int, descending: boo
         return None  # past the dated resources: among those without a date
     lo_order = "DESC" if descending != backwards else "ASC"
     key_order = "DESC" if backwards else "ASC"
-    window_args: list[Any] = [date_pid, owner]
-    after = ""
+    walk_args: list[Any] = [date_pid, owner]
+    where = "d.pid = ? AND d.owner = ?"
     if cursor is not None:
         # the bound on lo alone lets SQLite seek to the cursor instead of skipping the rows before it
-        after = f" AND d.lo {'<=' if lo_order == 'DESC' else '>='} ? AND " + keyset_condition(
-            [("d.lo", [], descending)], cursor, "d", window_args, backwards=backwards)
-        window_args.insert(2, cursor[0])
-    window_args.append(window)
-    walked = (f"SELECT d.rkey AS rkey, d.lo AS lo FROM idx_date d WHERE d.pid = ? AND d.owner = ?{after}"
-              f" ORDER BY d.lo {lo_order}, d.rkey {key_order} LIMIT ?")
+        where += f" AND d.lo {'<=' if lo_order == 'DESC' else '>='} ? AND "
+        walk_args.append(cursor[0])
+        where += keyset_condition([("d.lo", [], descending)], cursor, "d", walk_args, backwards=backwards)
+    # The window's end: the date of its last row. A bound on lo, not a LIMIT on a subquery, so that SQLite streams
+    # the rows in index order and stops at the page (a subquery with a LIMIT is materialized and sorted whole).
+    end = conn.execute(f"SELECT d.lo FROM idx_date d WHERE {where} ORDER BY d.lo {lo_order} LIMIT 1 OFFSET ?",
+                       [*walk_args, window - 1]).fetchone()
+    bounded = where if end is None else f"{where} AND d.lo {'>=' if lo_order == 'DESC' else '<='} ?"
     # the page's keys first, then their versions: joined before the LIMIT, bodies would go through the sorter
-    page = (f"SELECT w.rkey AS rkey, c.seq AS seq, w.lo AS k0 FROM ({walked}) w"
-            f" JOIN resource_current c ON c.rkey = w.rkey"
-            f" WHERE w.lo = (SELECT {'MAX' if descending else 'MIN'}(s.lo) FROM idx_date s"
-            f" WHERE s.rkey = w.rkey AND s.pid = ?) AND {probe_where}"
-            f" ORDER BY w.lo {lo_order}, w.rkey {key_order} LIMIT ?")
+    page = (f"SELECT d.rkey AS rkey, c.seq AS seq, d.lo AS k0 FROM idx_date d JOIN resource_current c ON c.rkey = d.rkey"
+            f" WHERE {bounded} AND d.lo = (SELECT {'MAX' if descending else 'MIN'}(s.lo) FROM idx_date s"
+            f" WHERE s.rkey = d.rkey AND s.pid = d.pid) AND {probe_where}"
+            f" ORDER BY d.lo {lo_order}, d.rkey {key_order} LIMIT ?")
     rows = conn.execute(f"SELECT {version_columns}, p.rkey, p.k0 FROM ({page}) p JOIN resource_version v"
                         f" ON v.seq = p.seq ORDER BY p.k0 {lo_order}, p.rkey {key_order}",
-                        [*window_args, date_pid, *probe_args, limit]).fetchall()
+                        [*walk_args, *([] if end is None else [end[0]]), *probe_args, limit]).fetchall()
     if len(rows) >= limit:
         return rows
-    if backwards and conn.execute(f"SELECT COUNT(*) FROM ({walked})", window_args).fetchone()[0] < window:
+    if backwards and end is None:
         return rows  # back at the start: resources without a date come after every dated one, never before
     return None
