@@ -19,7 +19,7 @@ import sqlite3
 from typing import Any
 
 from fhir_server.search.tree import And, Node, Row
-from fhir_server.storage.sqlite.render import keyset_condition
+from fhir_server.storage.sqlite.render import PidOf, family_of, keyset_condition
 from fhir_server.storage.sqlite.schema import OWNER_PARAM, OWNER_TYPE, UNKNOWN_OWNER
 
 
@@ -38,6 +38,20 @@ def patient_condition(tree: Node, rtype: str) -> tuple[str, Node | None] | None:
             rest = items[:i] + items[i + 1:]
             return ids[0], None if not rest else rest[0] if len(rest) == 1 else And(rest)
     return None
+
+
+def patient_rows(conn: sqlite3.Connection, node: Node, pid_of: PidOf, owner: int, cap: int) -> int | None:
+    """The patient's rows of ``node`` (counted up to ``cap``) when it is a code or category (a token parameter with
+    codes): token rows carry the owner too; None for any other condition."""
+    if not (isinstance(node, Row) and family_of(node.param) == "token" and node.alts):
+        return None
+    codes = [c.value for alt in node.alts for c in alt if c.field == "code" and c.op == "="]
+    pids = pid_of(node.param.rtype, node.param.code)
+    if len(codes) < len(node.alts) or len(pids) != 1:
+        return None
+    return int(conn.execute(
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM idx_token WHERE pid = ? AND code IN ({','.join('?' * len(codes))})"
+        f" AND owner = ? LIMIT ?)", [pids[0], *codes, owner, cap]).fetchone()[0])
 
 
 def owner_key(conn: sqlite3.Connection, date_pid: int, patient_id: str) -> int | None:

@@ -45,7 +45,8 @@ class PlanLimits:
     merge_first: int = 256  # a broad chain with at most this many targets merges before walking any window: a seek
     # per target (~5 us) costs less than a window of probes (~0.5 ms for 256 keys through a chain)
     date_walk: int = 256  # a patient's date rows walked for a page sorted by date (datewalk.py), at most
-    date_walk_from: int = 128  # ... when the driving condition has at least this many rows (fewer sort at once)
+    date_walk_from: int = 128  # ... when the patient and each other condition have at least this many rows (a
+    # patient's rows of a code or category are counted as the patient's): fewer sort at once
 
 
 DEFAULT_LIMITS = PlanLimits()
@@ -84,19 +85,19 @@ def rank(node: Node) -> int:
 
 
 def static_plan(tree: Node) -> Plan:
-    items = sorted(_items(tree), key=rank)
+    items = sorted(top_level(tree), key=rank)
     return Plan(_join(items), rank(items[0]) < 9, False, (None,) * len(items))
 
 
 def choose(conn: sqlite3.Connection, tree: Node, estimate_sql: EstimateSql,
            limits: PlanLimits = DEFAULT_LIMITS, rtype: str | None = None) -> Plan:
     """Count the candidates (cheapest-looking first) and put the one with the fewest rows first."""
-    items = sorted(_items(tree), key=rank)
+    items = sorted(top_level(tree), key=rank)
     counted: list[tuple[int, int, Node]] = []  # (rows, position, condition)
     for position, item in enumerate(items):
         if rank(item) >= 9:
             continue
-        rows = _estimate(conn, item, estimate_sql, limits.cap)
+        rows = estimate_rows(conn, item, estimate_sql, limits.cap)
         if rows is None:
             continue
         counted.append((rows, position, item))
@@ -130,13 +131,14 @@ def _cheap_probe(node: Node, rtype: str | None) -> bool:
     return isinstance(node, (Row, Missing, IdIn, TypeIn, MatchAll, MatchNone))
 
 
-def _estimate(conn: sqlite3.Connection, node: Node, estimate_sql: EstimateSql, cap: int) -> int | None:
+def estimate_rows(conn: sqlite3.Connection, node: Node, estimate_sql: EstimateSql, cap: int) -> int | None:
+    """The condition's index rows, counted up to ``cap``; None when it cannot be counted."""
     if isinstance(node, IdIn):
         return len(node.ids)
     if isinstance(node, Or):
         total = 0
         for branch in node.items:
-            rows = _estimate(conn, branch, estimate_sql, cap)
+            rows = estimate_rows(conn, branch, estimate_sql, cap)
             if rows is None:
                 return None
             total += rows
@@ -150,7 +152,8 @@ def _estimate(conn: sqlite3.Connection, node: Node, estimate_sql: EstimateSql, c
     return int(conn.execute(f"SELECT COUNT(*) FROM ({sql} LIMIT {int(cap)})", args).fetchone()[0])
 
 
-def _items(tree: Node) -> list[Node]:
+def top_level(tree: Node) -> list[Node]:
+    """The conditions ANDed at the top of ``tree``."""
     return list(tree.items) if isinstance(tree, And) else [tree]
 
 

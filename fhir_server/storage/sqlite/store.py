@@ -35,7 +35,15 @@ from fhir_server.storage.sqlite import datewalk, schema
 from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.lock import WriteLock
 from fhir_server.storage.sqlite.merge import chain_candidates, verified
-from fhir_server.storage.sqlite.plan import DEFAULT_LIMITS, Plan, PlanLimits, choose, static_plan
+from fhir_server.storage.sqlite.plan import (
+    DEFAULT_LIMITS,
+    Plan,
+    PlanLimits,
+    choose,
+    estimate_rows,
+    static_plan,
+    top_level,
+)
 from fhir_server.storage.sqlite.render import PidOf, SqlRenderer, family_of, keyset_condition
 from fhir_server.storage.sqlite.rows import IndexRows, PendingRows, RowPreparer, index_rows, last_updated_rows
 from fhir_server.storage.sqlite.writer import GroupCommitWriter, refresh_statistics
@@ -323,6 +331,18 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
         owner = datewalk.owner_key(conn, date_pids[0], patient[0])
         if owner is None:
             return None
+        # a condition with few rows (the patient's, for a code or category) makes the matches few: sorting them
+        # costs less than walking past the patient's other resources
+        counted = {id(item): rows for item, rows in zip(top_level(plan.tree), plan.estimates)}
+        for item in top_level(patient[1]) if patient[1] is not None else []:
+            rows = datewalk.patient_rows(conn, item, pid_of, owner, limits.cap)
+            if rows is None:
+                rows = counted.get(id(item))
+            if rows is None:
+                rows = estimate_rows(conn, item, lambda node, args: renderer.estimate(node, query.rtype, args),
+                                     limits.cap)
+            if rows is not None and rows < limits.date_walk_from:
+                return None
         probe_args: list[Any] = []
         if patient[1] is None:  # the owner stands for the patient condition
             probe_where = "c.deleted = 0 AND c.rtype = ?"
