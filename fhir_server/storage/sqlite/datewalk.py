@@ -19,6 +19,7 @@ import sqlite3
 from typing import Any
 
 from fhir_server.search.tree import And, Node, Row
+from fhir_server.storage.sqlite.plan import top_level
 from fhir_server.storage.sqlite.render import PidOf, family_of, keyset_condition
 from fhir_server.storage.sqlite.schema import OWNER_PARAM, OWNER_TYPE, UNKNOWN_OWNER
 
@@ -26,7 +27,7 @@ from fhir_server.storage.sqlite.schema import OWNER_PARAM, OWNER_TYPE, UNKNOWN_O
 def patient_condition(tree: Node, rtype: str) -> tuple[str, Node | None] | None:
     """The id X of a top-level ``patient=X`` (one patient) in ``tree``, and the rest of the tree (None: nothing else);
     None when there is no such condition."""
-    items = tree.items if isinstance(tree, And) else (tree,)
+    items = top_level(tree)
     for i, node in enumerate(items):
         if not (isinstance(node, Row) and node.param.rtype == rtype and node.param.code == OWNER_PARAM
                 and len(node.alts) == 1):
@@ -36,7 +37,7 @@ def patient_condition(tree: Node, rtype: str) -> tuple[str, Node | None] | None:
                   and not (c.field == "target_type" and c.op == "=" and c.value == OWNER_TYPE)]
         if len(ids) == 1 and isinstance(ids[0], str) and not others:
             rest = items[:i] + items[i + 1:]
-            return ids[0], None if not rest else rest[0] if len(rest) == 1 else And(rest)
+            return ids[0], None if not rest else rest[0] if len(rest) == 1 else And(tuple(rest))
     return None
 
 

@@ -226,10 +226,12 @@ def where_clause(rtype: str | None, tree: Node, args: list[Any], renderer: SqlRe
     return " AND ".join(clauses)
 
 
-def _probe_clause(rtype: str, tree: Node, args: list[Any], renderer: SqlRenderer) -> str:
-    """The WHERE clause of a walk over the type's rows in key order: every condition is probed per row."""
+def _probe_clause(rtype: str, tree: Node | None, args: list[Any], renderer: SqlRenderer) -> str:
+    """The WHERE clause of a walk over the type's rows in key order: every condition is probed per row (none: the
+    walk's keys are all matches, and only their resources are looked up)."""
     args.append(rtype)
-    return f"c.deleted = 0 AND c.rtype = ? AND {renderer.where(tree, 'c', rtype, args, probe=True)}"
+    live = "c.deleted = 0 AND c.rtype = ?"
+    return live if tree is None else f"{live} AND {renderer.where(tree, 'c', rtype, args, probe=True)}"
 
 
 def _plan(conn: sqlite3.Connection, rtype: str | None, tree: Node, pid_of: PidOf, limits: PlanLimits) -> Plan:
@@ -297,15 +299,12 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
         candidates = chain_candidates(conn, first, pid_of, most_targets, backwards=backwards, edge=edge, chunk=limit)
         if candidates is None:
             return None
+        # when the chain is the whole condition its candidates are its matches (index rows exist only for live
+        # resources, and the targets were listed in this snapshot): a candidate needs no probe
+        exact = first is plan.tree
         probe_args: list[Any] = []
-        if first is plan.tree:
-            # the chain is the whole condition and its candidates are its matches (index rows exist only for live
-            # resources, and the targets were listed in this snapshot): a candidate needs no probe
-            probe_where = "c.deleted = 0 AND c.rtype = ?"
-            probe_args.append(query.rtype)
-            return verified(candidates, select, probe_where, probe_args, wanted, exact=True)
-        probe_where = _probe_clause(query.rtype, query.tree, probe_args, renderer)
-        return verified(candidates, select, probe_where, probe_args, wanted)
+        probe_where = _probe_clause(query.rtype, None if exact else query.tree, probe_args, renderer)
+        return verified(candidates, select, probe_where, probe_args, wanted, exact=exact)
 
     def drive(edge: int | None, wanted: int) -> list[tuple[Any, ...]]:
         """Rows after key ``edge`` (before, backwards) by the driving condition: a chain with few targets as a
@@ -343,12 +342,8 @@ def _search(conn: sqlite3.Connection, query: SearchQuery, pid_of: PidOf, limits:
                                      limits.cap)
             if rows is not None and rows < limits.date_walk_from:
                 return None
-        probe_args: list[Any] = []
-        if patient[1] is None:  # the owner stands for the patient condition
-            probe_where = "c.deleted = 0 AND c.rtype = ?"
-            probe_args.append(query.rtype)
-        else:
-            probe_where = _probe_clause(query.rtype, patient[1], probe_args, renderer)
+        probe_args: list[Any] = []  # the owner stands for the patient condition: the rest is probed
+        probe_where = _probe_clause(query.rtype, patient[1], probe_args, renderer)
         return datewalk.walk(conn, date_pid=date_pids[0], owner=owner, descending=query.sort[0].descending,
                              backwards=backwards, cursor=cursor, probe_where=probe_where, probe_args=probe_args,
                              limit=limit, window=limits.date_walk, version_columns=_VERSION_COLUMNS)
